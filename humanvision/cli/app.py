@@ -1,0 +1,16 @@
+"""The root typer application; each ``humanvision.cli.<command>`` module attaches its commands to it."""
+
+import typer
+
+app = typer.Typer(
+    name="humanvision",
+    help="Human-centric perception on PyTorch 2.x: pose (2D/3D), pre-training, parsing, re-id and their metrics.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+
+
+@app.callback()
+def _root() -> None:
+    """humanvision: one CLI for training, evaluating, synthesising and inspecting human-centric models."""

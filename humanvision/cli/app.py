@@ -10,6 +10,12 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 
+evaluate_app = typer.Typer(
+    help="Evaluate result files from any tool against ground truth (COCO AP, MPII PCKh, MPJPE, ...).",
+    no_args_is_help=True,
+)
+app.add_typer(evaluate_app, name="evaluate")
+
 
 @app.callback()
 def _root() -> None:

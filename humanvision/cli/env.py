@@ -63,6 +63,7 @@ def env(as_json: bool = typer.Option(False, "--json", help="Print the report as 
         typer.echo(json.dumps(report, indent=2))
         return
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title="humanvision environment", show_header=False)
@@ -75,5 +76,5 @@ def env(as_json: bool = typer.Option(False, "--json", help="Print the report as 
     for extra, pkgs in report["extras"].items():
         ok = all(v is not None for v in pkgs.values())
         desc = ", ".join(f"{p} {v or 'missing'}" for p, v in pkgs.items())
-        table.add_row(f"extra [{extra}]", ("[green]installed[/] " if ok else "[yellow]incomplete[/] ") + desc)
+        table.add_row(escape(f"extra [{extra}]"), ("[green]installed[/] " if ok else "[yellow]incomplete[/] ") + desc)
     Console().print(table)

@@ -1,1 +1,11 @@
-"""humanvision.geometry"""
+"""Geometry for human pose: cameras and distortion, rotations, triangulation, Procrustes, boxes and affine crops.
+
+Everything accepts numpy arrays and torch tensors (torch paths are differentiable) and is batched over leading axes.
+"""
+
+from humanvision.geometry.affine import *
+from humanvision.geometry.camera import *
+from humanvision.geometry.distortion import *
+from humanvision.geometry.procrustes import *
+from humanvision.geometry.rotation import *
+from humanvision.geometry.triangulation import *

@@ -15,44 +15,49 @@ from humanvision.cli.app import evaluate_app
 def coco(
     gt: Annotated[Path, typer.Option("--gt", help="COCO keypoint ground truth json (images, annotations, "
                                                   "categories).")],
-    results: Annotated[Path, typer.Option("--results", help="Result json: [{image_id, category_id, keypoints, "
-                                                            "score}].")],
-    skeleton: Annotated[str, typer.Option("--skeleton", help="Joint set giving K and the OKS sigmas (name or "
-                                                             "skeleton YAML), e.g. coco17, aic14.")] = "coco17",
-    use_area: Annotated[bool, typer.Option("--use-area/--no-use-area", help="Scale OKS by the GT 'area' (COCO) "
-                                           "or by 0.53*w*h of the GT box (AIC, CrowdPose).")] = True,
-    max_dets: Annotated[int, typer.Option("--max-dets", min=1, help="Detections kept per image, by score.")] = 20,
+    results: Annotated[Path, typer.Option(
+        "--results", help="Result json: [{image_id, category_id, keypoints, score}].")],
+    skeleton: Annotated[str, typer.Option(
+        "--skeleton", help="Joint set giving K and the OKS sigmas (name or skeleton YAML), e.g. aic14."
+    )] = "coco17",
+    use_area: Annotated[bool, typer.Option(
+        "--use-area/--no-use-area", help="Scale OKS by the GT 'area' (COCO) or by 0.53*w*h of the GT box "
+                                         "(AIC, CrowdPose).")] = True,
+    max_dets: Annotated[int, typer.Option(
+        "--max-dets", min=1, help="Detections kept per image, by score.")] = 20,
     out: Annotated[Path | None, typer.Option("--out", help="Write the summary (10 numbers, counts) as JSON "
                                                            "here.")] = None,
 ) -> None:
-    """COCO keypoint AP/AR (OKS thresholds .50:.05:.95, areas all/medium/large), equal to pycocotools COCOeval."""
+    """COCO keypoint AP/AR (OKS .50:.05:.95, areas all/medium/large), equal to pycocotools COCOeval."""
     import warnings
 
     from rich.console import Console
     from rich.table import Table
 
     from humanvision.errors import DataError
-    from humanvision.metrics.coco import STAT_NAMES, evaluate_coco_keypoints
+    from humanvision.metrics.coco import evaluate_coco_keypoints
     from humanvision.skeletons import SkeletonError
 
     console = Console()
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            res = evaluate_coco_keypoints(gt, results, skeleton=skeleton, use_area=use_area, max_dets=max_dets)
+            res = evaluate_coco_keypoints(gt, results, skeleton=skeleton, use_area=use_area,
+                                          max_dets=max_dets)
     except (DataError, SkeletonError) as e:
         Console(stderr=True).print(f"[red]error:[/red] {e}", highlight=False)
         raise typer.Exit(code=1) from None
     for w in caught:
         console.print(f"[yellow]warning:[/yellow] {w.message}", highlight=False)
 
-    title = (f"COCO keypoints ({skeleton}, {'area' if use_area else '0.53·box area'}, maxDets={max_dets}): "
-             f"{res.num_images} images, {res.num_gt} GT ({res.num_gt_ignored} ignored), "
-             f"{res.num_detections} detections")
-    table = Table(title=title)
-    for name in STAT_NAMES:
-        table.add_column(name, justify="right")
-    table.add_row(*[f"{res.stats[n]:.4f}" for n in STAT_NAMES])
+    table = Table(title=f"COCO keypoints ({skeleton}, {'GT area' if use_area else '0.53 x box area'}, "
+                        f"maxDets={max_dets})",
+                  caption=f"{res.num_images} images, {res.num_gt} GT instances ({res.num_gt_ignored} crowd "
+                          f"or without keypoints), {res.num_detections} detections")
+    for col in ("", "OKS .50:.95", "OKS .50", "OKS .75", "medium", "large"):
+        table.add_column(col, justify="right")
+    for row in ("AP", "AR"):
+        table.add_row(row, *(f"{res.stats[row + suffix]:.4f}" for suffix in ("", "50", "75", "m", "l")))
     console.print(table)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)

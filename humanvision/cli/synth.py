@@ -1,0 +1,102 @@
+"""``humanvision synth``: write a synthetic dataset in an official format, with a contact sheet."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from humanvision.cli.app import app
+
+
+def _pair(text: str, sep: str, what: str) -> tuple[int, int]:
+    try:
+        parts = [int(v) for v in text.lower().split(sep)]
+    except ValueError:
+        raise typer.BadParameter(f"{what} must look like A{sep}B or A, got {text!r}") from None
+    if len(parts) == 1:
+        parts = parts * 2
+    if len(parts) != 2 or min(parts) <= 0:
+        raise typer.BadParameter(f"{what} must be one or two positive integers, got {text!r}")
+    return parts[0], parts[1]
+
+
+@app.command()
+def synth(
+    fmt: str = typer.Option("coco", "--format", "-f", help="coco | mpii | h36m | itop | multimodal"),
+    num: int = typer.Option(100, "--num", "-n", min=1, help="Number of frames."),
+    views: int = typer.Option(1, "--views", "-v", min=1, help="Cameras per frame (h36m default 4)."),
+    size: str = typer.Option("", "--size", help="WxH (defaults: coco/mpii 256x256, h36m 1000x1000, "
+                                                "multimodal 320x320; itop is always 320x240)."),
+    seed: int = typer.Option(0, "--seed", help="Dataset seed; frame i depends only on (seed, i)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder."),
+    people: str = typer.Option("1", "--people", help="People per frame: P or MIN-MAX."),
+    motion: str = typer.Option("random", "--motion", help="random | deepmimic | path to a .bvh file."),
+    split: str = typer.Option("train", "--split", help="Split name used in file names."),
+    val: int = typer.Option(0, "--val", min=0, help="Also write a 'val' split of this many frames (coco, mpii, "
+                                                     "itop, multimodal)."),
+    distortion: bool = typer.Option(False, "--distortion", help="Give rig cameras lens distortion (h36m model)."),
+    occluders: float = typer.Option(0.25, "--occluders", min=0.0, max=1.0, help="Occluder probability."),
+    sheet: bool = typer.Option(True, "--sheet/--no-sheet", help="Write contact_sheet.png."),
+) -> None:
+    """Render synthetic people and write them as a dataset in FORMAT (readable by humanvision's readers)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.table import Table
+
+    from humanvision.data.synthetic import FORMATS, SceneConfig, contact_sheet, generate, generate_frame
+    from humanvision.data.synthetic.motion import deepmimic_clips, load_deepmimic, read_bvh
+
+    if fmt not in FORMATS:
+        raise typer.BadParameter(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}", param_hint="--format")
+    default_size = {"coco": "256x256", "mpii": "256x256", "h36m": "1000x1000", "itop": "320x240",
+                    "multimodal": "320x320"}[fmt]
+    w, h = _pair(size or default_size, "x", "--size")
+    lo, hi = _pair(people, "-", "--people")
+    clips = None
+    if motion == "deepmimic":
+        try:
+            clips = [load_deepmimic(c) for c in deepmimic_clips()]
+        except ImportError as e:
+            raise typer.BadParameter(str(e), param_hint="--motion") from None
+    elif motion != "random":
+        if not Path(motion).is_file():
+            raise typer.BadParameter(f"{motion!r} is neither 'random', 'deepmimic' nor a BVH file", param_hint="--motion")
+        clips = [read_bvh(motion)[0]]
+    views = 4 if fmt == "h36m" and views == 1 else views
+    cfg = SceneConfig(size=(w, h), views=views, people=(lo, hi), motion=clips, occluder_prob=occluders,
+                      distortion=distortion)
+    kwargs: dict = {"seed": seed, "config": cfg}
+    if fmt == "h36m":
+        kwargs.update(size=(w, h), views=views)
+        count: int | dict = num
+    else:
+        if fmt != "itop":
+            kwargs["size"] = (w, h)
+        if fmt == "multimodal":
+            kwargs["views"] = views
+        count = {split: num, "val": val} if val else num
+        if not val:
+            kwargs["split"] = split
+    console = Console()
+    total = num + (val if fmt != "h36m" else 0)
+    with Progress(TextColumn(f"[bold]synth {fmt}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=console) as bar:
+        task = bar.add_task("frames", total=total)
+        summary = generate(fmt, out, count, progress=lambda done, _total: bar.update(task, completed=done),
+                           **kwargs)
+    table = Table(title=f"humanvision synth: {fmt}", show_header=False)
+    for key in ("frames", "views", "people", "visible_joints"):
+        if key in summary:
+            table.add_row(key, str(summary[key]))
+    table.add_row("image size", f"{w}x{h}" if fmt != "itop" else "320x240")
+    table.add_row("seed", str(seed))
+    for f in summary["files"]:
+        table.add_row("file", f)
+    if sheet:
+        sheet_cfg = cfg if fmt != "itop" else SceneConfig(size=(320, 240), people=(lo, hi), motion=clips)
+        frames = [generate_frame(sheet_cfg, seed, i) for i in range(2 if views == 1 else 1)]
+        path = out / "contact_sheet.png"
+        contact_sheet(frames, path, tile=256 if views == 1 else 200)
+        table.add_row("contact sheet", str(path))
+    console.print(table)

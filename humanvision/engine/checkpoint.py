@@ -1,0 +1,141 @@
+"""Crash-safe checkpoint directories: safetensors weights + a trainer state for exact resumption.
+
+A checkpoint is a directory (``<output_dir>/last``, ``<output_dir>/best``) holding
+
+* ``model.safetensors``  model weights (``state_dict`` of the unwrapped model, CPU tensors);
+* ``ema.safetensors``    EMA weights, when training with EMA;
+* ``trainer_state.pt``   optimiser, GradScaler, RNG states, epoch / step / position in the epoch, best metric
+  (plain tensors and containers: loads with ``torch.load(weights_only=True)``);
+* ``meta.json``          human-readable summary (step, epoch, metrics, config).
+
+Writing is crash-safe: every file goes to ``<name>.tmp/`` and is fsync'ed, then ``<name>`` is renamed to
+``<name>.old``, ``<name>.tmp`` to ``<name>``, and ``<name>.old`` is removed. A kill at any point leaves either the
+new or the previous complete directory; :func:`resolve_checkpoint` falls back to ``<name>.old`` when a kill fell
+between the two renames. No reader ever sees a half-written file.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import safetensors.torch
+import torch
+
+__all__ = [
+    "EMA_FILE",
+    "META_FILE",
+    "MODEL_FILE",
+    "STATE_FILE",
+    "Checkpoint",
+    "load_checkpoint",
+    "load_weights",
+    "resolve_checkpoint",
+    "save_checkpoint",
+]
+
+MODEL_FILE = "model.safetensors"
+EMA_FILE = "ema.safetensors"
+STATE_FILE = "trainer_state.pt"
+META_FILE = "meta.json"
+
+
+@dataclass
+class Checkpoint:
+    path: Path
+    model_state: dict[str, torch.Tensor]
+    ema_state: dict[str, torch.Tensor] | None = None
+    trainer_state: dict[str, Any] | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _safetensors_bytes(state: dict[str, torch.Tensor]) -> bytes:
+    """Serialise a state dict; tensors sharing storage (tied weights) are cloned, as safetensors requires."""
+    seen: set[tuple[int, int]] = set()
+    out = {}
+    for k, v in state.items():
+        v = v.detach().cpu().contiguous()
+        key = (v.untyped_storage().data_ptr(), v.untyped_storage().nbytes())
+        if v.numel() and key in seen:
+            v = v.clone()
+        seen.add(key)
+        out[k] = v
+    return safetensors.torch.save(out, metadata={"format": "pt"})
+
+
+def save_checkpoint(path: str | Path, model_state: dict[str, torch.Tensor], *,
+                    ema_state: dict[str, torch.Tensor] | None = None, trainer_state: dict[str, Any] | None = None,
+                    meta: dict[str, Any] | None = None) -> Path:
+    """Write a checkpoint directory at ``path`` crash-safely (see the module docstring); returns ``path``."""
+    path = Path(path)
+    tmp, old = path.with_name(path.name + ".tmp"), path.with_name(path.name + ".old")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    _write_file(tmp / MODEL_FILE, _safetensors_bytes(model_state))
+    if ema_state is not None:
+        _write_file(tmp / EMA_FILE, _safetensors_bytes(ema_state))
+    if trainer_state is not None:
+        buffer = io.BytesIO()
+        torch.save(trainer_state, buffer)
+        _write_file(tmp / STATE_FILE, buffer.getvalue())
+    _write_file(tmp / META_FILE, json.dumps(meta or {}, indent=2, default=str).encode())
+    _fsync_dir(tmp)
+    if path.exists():
+        # a stale .old next to a complete `path` is left over from a kill after the swap: drop it first
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(path, old)
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+    shutil.rmtree(old, ignore_errors=True)
+    return path
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """The complete checkpoint directory for ``path`` (``path`` itself, or ``path.old`` after an interrupted swap)."""
+    path = Path(path)
+    if (path / MODEL_FILE).is_file():
+        return path
+    old = path.with_name(path.name + ".old")
+    if not path.exists() and (old / MODEL_FILE).is_file():
+        return old
+    raise FileNotFoundError(f"{path}: not a checkpoint directory (no {MODEL_FILE})")
+
+
+def load_weights(path: str | Path, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """Model weights from a ``.safetensors`` file or a checkpoint directory (its ``model.safetensors``)."""
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        path = resolve_checkpoint(path) / MODEL_FILE
+    return safetensors.torch.load_file(path, device=str(device))
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> Checkpoint:
+    """Read a checkpoint directory written by :func:`save_checkpoint` (tensors land on ``map_location``)."""
+    path = resolve_checkpoint(path)
+    device = str(map_location)
+    ema = safetensors.torch.load_file(path / EMA_FILE, device=device) if (path / EMA_FILE).is_file() else None
+    state = None
+    if (path / STATE_FILE).is_file():
+        state = torch.load(path / STATE_FILE, map_location=map_location, weights_only=True)
+    meta = json.loads((path / META_FILE).read_text()) if (path / META_FILE).is_file() else {}
+    return Checkpoint(path, safetensors.torch.load_file(path / MODEL_FILE, device=device), ema, state, meta)

@@ -1,0 +1,370 @@
+"""Top-down heatmap pose estimation (ViTPose / SimpleBaseline / HRNet), readable top to bottom.
+
+Training: a person box -> (center, scale) -> augmentation -> affine crop -> heatmap targets from the codec ->
+model -> ``JointsMSELoss`` with target weights (pose2d.md §1-2). Inference: boxes (ground truth, a detection file
+or the whole image) -> crop -> model (+ flip test) -> the *same* codec decodes -> back to image pixels ->
+rescoring and OKS-NMS -> a COCO result file -> COCO AP with the library's evaluator (§2.6, §4.1).
+
+The recipe (:class:`TopDownRecipe`) is a flat YAML file with four sections, ``model``, ``data``, ``train`` (the
+engine's :class:`~humanvision.engine.TrainConfig`) and ``eval``; see ``configs/``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from humanvision.codecs import MSRAHeatmap, UDPHeatmap
+from humanvision.config import must_exist
+from humanvision.data.transforms import TopDownAugment, TopDownTransform, keypoints_to_image
+from humanvision.engine import TrainConfig
+from humanvision.errors import ConfigError, DataError
+from humanvision.skeletons import get_skeleton
+
+__all__ = [
+    "DataConfig", "EvalConfig", "ModelConfig", "TopDownDataset", "TopDownPose", "TopDownRecipe", "build_method",
+    "build_transform", "evaluate_topdown", "predict_boxes", "prepare_synthetic",
+]
+
+
+# ----------------------------------------------------------------------------------------------- the recipe
+@dataclass
+class ModelConfig:
+    """``name``: a registered model (``humanvision.models.list_models()``); ``input_size``: (w, h), default the
+    model's; ``weights``: a local file (ours or an official ViTPose checkpoint); ``args``: extra keyword arguments
+    of the entry point (``drop_path_rate``, ``decoder``, ...)."""
+
+    name: str = "simplebaseline_tiny"
+    skeleton: str = "coco17"
+    input_size: tuple[int, int] | None = None
+    weights: Path | None = must_exist()
+    args: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class DataConfig:
+    """Where the data is and how it is cropped and augmented.
+
+    ``source: coco`` reads ``train_ann``/``val_ann`` (COCO keypoint json) with images under ``*_images`` (default:
+    the json's folder). ``source: synthetic`` generates a COCO-format set of synthetic people into
+    ``synthetic_dir`` the first time (``synthetic_train`` / ``synthetic_val`` images of ``synthetic_size``).
+    ``det_results``: a person-detection json for evaluation with detected boxes (else ground-truth boxes).
+    """
+
+    source: Literal["coco", "synthetic"] = "coco"
+    train_ann: Path | None = must_exist()
+    train_images: Path | None = must_exist()
+    val_ann: Path | None = must_exist()
+    val_images: Path | None = must_exist()
+    det_results: Path | None = must_exist()
+    det_score_thr: float = 0.0
+    synthetic_dir: Path = Path("data/synthetic_coco")
+    synthetic_train: int = 1200
+    synthetic_val: int = 200
+    synthetic_size: tuple[int, int] = (256, 256)
+    synthetic_seed: int = 0
+    padding: float = 1.25
+    augment: Literal["vitpose", "pct", "none"] = "vitpose"
+    sigma: float | None = None
+    dark: bool = True
+
+
+@dataclass
+class EvalConfig:
+    """Inference protocol (pose2d.md §2.6, §4.1): flip test, rescoring threshold, OKS-NMS threshold."""
+
+    flip_test: bool = True
+    batch_size: int = 32
+    rescore_thr: float = 0.2
+    nms_thr: float = 0.9
+    use_area: bool = True
+    num_vis: int = 8
+
+
+@dataclass
+class TopDownRecipe:
+    name: str = "topdown"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+# ------------------------------------------------------------------------------------------------ the method
+class TopDownPose(nn.Module):
+    """Model + codec + loss. ``forward(batch)`` returns the losses; :meth:`predict` returns crop keypoints.
+
+    The codec that makes the training targets is the one that decodes predictions, so the two cannot drift.
+    """
+
+    def __init__(self, model: nn.Module, codec, skeleton) -> None:
+        super().__init__()
+        self.model, self.codec = model, codec
+        self.skeleton = get_skeleton(skeleton)
+        # layer-wise lr decay: the engine's num_layers is the largest layer id (the models count the groups)
+        self.num_layers = getattr(model, "num_layers", 1) - 1
+
+    def layer_id(self, name: str) -> int:
+        inner = name.removeprefix("model.")
+        return self.model.layer_id(inner) if hasattr(self.model, "layer_id") else 0
+
+    def no_weight_decay(self) -> set[str]:
+        names = self.model.no_weight_decay() if hasattr(self.model, "no_weight_decay") else set()
+        return {f"model.{n}" for n in names}
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        pred = self.model(batch["image"])
+        loss = joints_mse_loss(pred, batch["heatmaps"], batch["keypoint_weights"])
+        return {"loss": loss}
+
+    @torch.no_grad()
+    def predict(self, images: torch.Tensor, flip_test: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(B, 3, H, W)`` normalised crops -> keypoints ``(B, K, 2)`` in crop pixels and scores ``(B, K)``."""
+        heatmaps = self.model(images).float()
+        if flip_test:
+            flipped = self.model(images.flip(-1)).float()
+            heatmaps = 0.5 * (heatmaps + self.codec.flip_heatmaps(flipped, self.skeleton.flip_index))
+        return self.codec.decode_torch(heatmaps)
+
+
+def joints_mse_loss(pred: torch.Tensor, target: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """``mean(w^2 (P - T)^2)`` over all N*K*H*W, in fp32 (pose2d.md §2.4, ``use_target_weight=True``)."""
+    w = weights.float()[..., None, None]
+    return ((pred.float() - target.float()) * w).pow(2).mean()
+
+
+def build_codec(model: nn.Module, data: DataConfig):
+    cfg = model.default_cfg
+    sigma = data.sigma if data.sigma is not None else cfg.get("sigma", 2.0)
+    if cfg["udp"]:
+        return UDPHeatmap(model.input_size, model.heatmap_size, sigma=sigma, dark=data.dark)
+    return MSRAHeatmap(model.input_size, model.heatmap_size, sigma=sigma, unbiased=data.dark)
+
+
+def build_method(recipe: TopDownRecipe, weights: str | Path | None = None) -> TopDownPose:
+    """The model of the recipe (``weights`` overrides ``model.weights``), its codec and loss."""
+    from humanvision.models import create_model
+
+    m = recipe.model
+    kwargs = dict(m.args)
+    if m.input_size is not None:
+        kwargs["input_size"] = tuple(m.input_size)
+    w = weights if weights is not None else m.weights
+    model = create_model(m.name, skeleton=m.skeleton, weights=None, **kwargs)
+    method = TopDownPose(model, build_codec(model, recipe.data), m.skeleton)
+    if w is not None:
+        load_method_weights(method, w)
+    return method
+
+
+def load_method_weights(method: TopDownPose, path: str | Path) -> None:
+    """Load a training checkpoint (``model.safetensors`` of a run, a run directory) or a model weights file."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if path.is_dir():
+        for cand in (path / "best" / "model.safetensors", path / "last" / "model.safetensors",
+                     path / "model.safetensors"):
+            if cand.is_file():
+                path = cand
+                break
+        else:
+            raise ConfigError(f"weights: no model.safetensors under {path}")
+    if not path.is_file():
+        raise ConfigError(f"weights: file not found: {path}")
+    if path.suffix == ".safetensors":
+        state = load_file(str(path))
+        if any(k.startswith("model.") for k in state):  # a checkpoint of this method
+            missing, unexpected = method.load_state_dict(state, strict=False)
+            if missing or unexpected:
+                raise ConfigError(f"weights {path}: missing keys {missing[:5]}, unexpected {unexpected[:5]}")
+            return
+    from humanvision.models.weights import load_weights
+
+    load_weights(method.model, path)
+
+
+def build_transform(method: TopDownPose, data: DataConfig, train: bool) -> TopDownTransform:
+    model = method.model
+    augment = {"vitpose": TopDownAugment.vitpose, "pct": TopDownAugment.pct, "none": TopDownAugment.none}
+    return TopDownTransform(model.input_size, method.skeleton, codec=method.codec if train else None, train=train,
+                            udp=model.default_cfg["udp"], padding=data.padding, augment=augment[data.augment](),
+                            mean=model.default_cfg["mean"], std=model.default_cfg["std"])
+
+
+# ---------------------------------------------------------------------------------------------------- data
+class TopDownDataset(Dataset):
+    """One item per person: a reader sample (``keypoints_2d`` (1, K, 2), ``boxes`` (1, 4)) cropped by ``transform``.
+
+    In training mode items are ``{image, heatmaps, keypoint_weights}``; in inference mode (no keypoints needed)
+    ``{image, center, scale, box_score, index}``. Augmentation draws from numpy's global generator, which the
+    engine seeds per (seed, epoch, index), so runs and resumes are reproducible.
+    """
+
+    def __init__(self, reader, transform: TopDownTransform) -> None:
+        self.reader, self.transform = reader, transform
+
+    def __len__(self) -> int:
+        return len(self.reader)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        s = self.reader[index]
+        image = s.load_image()
+        record = f"{s.source}: image {s.image_id}" + (f" annotation {s.ann_ids[0]}" if s.ann_ids is not None else "")
+        rng = np.random.default_rng(np.random.randint(0, 2**63 - 1, dtype=np.int64))
+        if self.transform.train:
+            img, target, _ = self.transform(image, s.keypoints_2d[0], s.visibility[0], s.boxes[0], rng=rng,
+                                            record=record)
+            return {"image": img, "heatmaps": target["heatmaps"], "keypoint_weights": target["keypoint_weights"]}
+        img, _, meta = self.transform(image, bbox=s.boxes[0], record=record)
+        score = float(s.scores[0]) if s.scores is not None else 1.0
+        return {"image": img, "center": torch.from_numpy(meta["center"]), "scale": torch.from_numpy(meta["scale"]),
+                "box_score": torch.tensor(score, dtype=torch.float64), "index": index}
+
+
+def prepare_synthetic(data: DataConfig, quiet: bool = False) -> DataConfig:
+    """For ``source: synthetic``: write the COCO-format synthetic set once (a stamp file records its parameters,
+    so a changed size, count or seed regenerates it) and point the ``train_*``/``val_*`` paths at it."""
+    if data.source != "synthetic":
+        return data
+    from humanvision.data.synthetic.writers import generate_coco
+
+    root = Path(data.synthetic_dir)
+    params = {"train": data.synthetic_train, "val": data.synthetic_val, "size": list(data.synthetic_size),
+              "seed": data.synthetic_seed}
+    stamp = root / "humanvision_synthetic.json"
+    if not (stamp.is_file() and json.loads(stamp.read_text()) == params):
+        total = data.synthetic_train + data.synthetic_val
+        if quiet:
+            generate_coco(root, {"train": data.synthetic_train, "val": data.synthetic_val},
+                          size=tuple(data.synthetic_size), seed=data.synthetic_seed)
+        else:
+            from rich.progress import Progress
+
+            with Progress() as bar:
+                task = bar.add_task(f"synthesising {total} images -> {root}", total=total)
+                generate_coco(root, {"train": data.synthetic_train, "val": data.synthetic_val},
+                              size=tuple(data.synthetic_size), seed=data.synthetic_seed,
+                              progress=lambda done, _: bar.update(task, completed=done))
+        stamp.write_text(json.dumps(params))
+    data.train_ann, data.train_images = root / "annotations/person_keypoints_train.json", root / "train"
+    data.val_ann, data.val_images = root / "annotations/person_keypoints_val.json", root / "val"
+    return data
+
+
+def _require(data: DataConfig, *keys: str) -> None:
+    for k in keys:
+        if getattr(data, k) is None:
+            raise ConfigError(f"data.{k}: required for this command (or use data.source: synthetic)")
+
+
+def train_reader(data: DataConfig, skeleton: str):
+    from humanvision.data.readers import CocoKeypoints
+
+    _require(data, "train_ann")
+    return CocoKeypoints(data.train_ann, data.train_images, skeleton=skeleton, mode="instance")
+
+
+def eval_reader(data: DataConfig, skeleton: str, det_results: str | Path | None = None):
+    """Ground-truth boxes of ``val_ann`` or, with ``det_results``, detected boxes (all of them, pose2d.md §2.6)."""
+    from humanvision.data.readers import CocoDetections, CocoKeypoints
+
+    _require(data, "val_ann")
+    dets = det_results if det_results is not None else data.det_results
+    if dets is not None:
+        return CocoDetections(dets, data.val_ann, data.val_images, skeleton=skeleton,
+                              score_threshold=data.det_score_thr)
+    return CocoKeypoints(data.val_ann, data.val_images, skeleton=skeleton, mode="instance", min_keypoints=1)
+
+
+# ----------------------------------------------------------------------------------------------- inference
+@torch.no_grad()
+def predict_boxes(method: TopDownPose, dataset: TopDownDataset, batch_size: int = 32, flip_test: bool = True,
+                  num_workers: int = 0, device: torch.device | str = "cpu", progress: bool = False
+                  ) -> dict[str, np.ndarray]:
+    """Run the model on every box of ``dataset``: keypoints ``(M, K, 2)`` in image pixels, ``scores (M, K)``,
+    ``box_scores (M,)``, ``areas (M,)`` (padded crop area, used by OKS-NMS) and ``indices`` into the reader."""
+    method.eval().to(device)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    udp, input_size = dataset.transform.udp, dataset.transform.input_size
+    out: dict[str, list] = {"keypoints": [], "scores": [], "box_scores": [], "areas": [], "indices": []}
+    it = loader
+    if progress:
+        from rich.progress import track
+
+        it = track(loader, description="predicting", total=len(loader))
+    for batch in it:
+        kp, sc = method.predict(batch["image"].to(device), flip_test=flip_test)
+        center, scale = batch["center"].numpy(), batch["scale"].numpy()
+        out["keypoints"].append(keypoints_to_image(kp.cpu().double().numpy(), center, scale,
+                                                   input_size, udp))
+        out["scores"].append(sc.cpu().double().numpy())
+        out["box_scores"].append(batch["box_score"].numpy())
+        out["areas"].append(scale.prod(axis=1))
+        out["indices"].append(np.asarray(batch["index"]))
+    k = method.skeleton.num_joints
+    empty = {"keypoints": (0, k, 2), "scores": (0, k), "box_scores": (0,), "areas": (0,), "indices": (0,)}
+    return {key: np.concatenate(v) if v else np.zeros(empty[key]) for key, v in out.items()}
+
+
+def to_coco_results(pred: dict[str, np.ndarray], image_ids: list, skeleton, rescore_thr: float = 0.2,
+                    nms_thr: float | None = 0.9) -> list[dict]:
+    """Rescore (box score x mean keypoint score above ``rescore_thr``), OKS-NMS per image, COCO result records."""
+    from humanvision.metrics.nms import oks_nms_by_image, rescore_poses
+
+    sk = get_skeleton(skeleton)
+    scores = rescore_poses(pred["box_scores"], pred["scores"], thr=rescore_thr)
+    keep = np.arange(len(scores))
+    if nms_thr is not None and len(scores):
+        keep = oks_nms_by_image(np.asarray(image_ids), pred["keypoints"], scores, pred["areas"], thr=nms_thr,
+                                sigmas=sk.sigmas_array if sk.sigmas is not None else None, skeleton=sk)
+    results = []
+    for i in keep:
+        kps = np.concatenate([pred["keypoints"][i], pred["scores"][i][:, None]], axis=1)
+        iid = image_ids[i]
+        results.append({"image_id": iid.item() if hasattr(iid, "item") else iid, "category_id": 1,
+                        "keypoints": [round(float(v), 3) for v in kps.reshape(-1)], "score": float(scores[i])})
+    return results
+
+
+def evaluate_topdown(method: TopDownPose, recipe: TopDownRecipe, out_dir: str | Path | None = None,
+                     det_results: str | Path | None = None, device: str | torch.device = "cpu",
+                     progress: bool = False) -> dict[str, Any]:
+    """COCO AP/AR (and PCK@0.2 of the box size with ground-truth boxes) on the validation set.
+
+    Writes ``results.json`` (COCO result format) and ``metrics.json`` to ``out_dir`` when given, and returns the
+    metrics (``AP``, ``AP50``, ..., ``PCK@0.2``, counts).
+    """
+    from humanvision.metrics.coco import evaluate_coco_keypoints
+    from humanvision.metrics.pck import bbox_size_norm, keypoint_pck
+
+    sk = method.skeleton
+    reader = eval_reader(recipe.data, sk.name, det_results)
+    dataset = TopDownDataset(reader, build_transform(method, recipe.data, train=False))
+    pred = predict_boxes(method, dataset, recipe.eval.batch_size, recipe.eval.flip_test, device=device,
+                         progress=progress)
+    image_ids = [reader[int(i)].image_id for i in pred["indices"]]
+    results = to_coco_results(pred, image_ids, sk, recipe.eval.rescore_thr, recipe.eval.nms_thr)
+    if not results:
+        raise DataError("no predictions to evaluate (no boxes?)", file=str(recipe.data.val_ann))
+    coco = evaluate_coco_keypoints(str(recipe.data.val_ann), results, skeleton=sk, use_area=recipe.eval.use_area)
+    metrics: dict[str, Any] = {k: float(v) for k, v in coco.stats.items()}
+    metrics.update({f"num_{k}": v for k, v in coco.counts().items()})
+    if hasattr(reader, "keypoints"):  # ground-truth boxes: PCK against the annotation of each box
+        idx = pred["indices"].astype(int)
+        gt, vis, boxes = reader.keypoints[idx], reader.flags[idx] > 0, reader.boxes[idx]
+        pck = keypoint_pck(pred["keypoints"], gt, bbox_size_norm(boxes), mask=vis, thr=0.2)
+        metrics["PCK@0.2"] = float(pck.pck)
+    if out_dir is not None:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "results.json").write_text(json.dumps(results))
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    return metrics

@@ -2,37 +2,39 @@
 
 Protocol (``COCOeval(gt, dt, iouType="keypoints")`` of pycocotools 2.x; xtcocotools' ``use_area`` switch):
 
-* **Images** are every id of the GT ``images`` list (sorted); **categories** are the ids of the GT ``categories``
-  list (sorted; when the list is absent, the categories used by the annotations). Matching is per image and
-  per category. Results whose ``category_id`` is not a GT category are not evaluated (a warning says how many).
-* **GT ignore flags**: a GT is ignored when ``iscrowd`` is set or its ``num_keypoints`` field is 0. For an area
-  range, a GT whose area lies outside ``[lo, hi]`` is ignored as well. Ignored GTs can absorb detections (those
-  detections are then ignored too) but never count as misses.
+* **Images** are every id of the GT ``images`` list (sorted); **categories** are the ids of the GT
+  ``categories`` list (sorted; when the list is absent, the categories used by the annotations). Matching is
+  per image and per category. Results whose ``category_id`` is not a GT category are not evaluated (a warning
+  says how many).
+* **GT ignore flags**: a GT is ignored when ``iscrowd`` is set or its ``num_keypoints`` field is 0. For an
+  area range, a GT whose area lies outside ``[lo, hi]`` is ignored as well. Ignored GTs can absorb detections
+  (those detections are then ignored too) but never count as misses.
 * **Area**: the GT ``area`` field (the segmentation area) both for the OKS scale and for the area ranges
-  ``all = [0, 1e10]``, ``medium = [32², 96²]``, ``large = [96², 1e10]``. With ``use_area=False`` (AIC, CrowdPose)
-  area := ``0.53·w·h`` of the GT box for both. A detection's area is its ``bbox`` ``w·h`` when the result carries a
-  box, else the extent of its keypoints ``(max x − min x)·(max y − min y)`` (the two branches of ``COCO.loadRes``).
+  ``all = [0, 1e10]``, ``medium = [32², 96²]``, ``large = [96², 1e10]``. With ``use_area=False`` (AIC,
+  CrowdPose) area := ``0.53·w·h`` of the GT box for both. A detection's area is its ``bbox`` ``w·h`` when the
+  result carries a box, else the extent of its keypoints ``(max x − min x)·(max y − min y)`` (the two
+  branches of ``COCO.loadRes``).
 * **OKS** between a detection and a GT with ``k ≥ 1`` labelled joints (``v > 0``):
-  ``mean_{j: v_j>0} exp(−(dx_j² + dy_j²) / (2σ_j)² / (area + eps) / 2)``. For a GT without labelled joints the
-  distance is measured to the GT box enlarged by its width/height on each side (``[x−w, x+2w] × [y−h, y+2h]``) and
-  the mean runs over all joints.
-* **Matching**: per image, detections sorted by descending score (stable: ties keep the result-file order) and
-  cut to ``max_dets`` (20). For each OKS threshold ``t ∈ {.50, .55, …, .95}`` and each detection in order, the
-  match is the GT with the highest OKS ``≥ t`` among GTs not yet matched (crowd GTs can be matched repeatedly),
-  preferring non-ignored GTs over ignored ones; ties go to the later GT. A detection matched to an ignored GT,
-  or unmatched with an area outside the range, is ignored. (As in pycocotools, a detection matched to a GT whose
-  ``id`` is 0 counts as unmatched in the accumulation: GT ids should start at 1.)
-* **Accumulation** per category and area range: detections of all images sorted by descending score (stable over
-  the image order, then the per-image rank), cumulative TP/FP, recall ``tp / n_gt``, precision
+  ``mean_{j: v_j>0} exp(−(dx_j² + dy_j²) / (2σ_j)² / (area + eps) / 2)``. For a GT without labelled joints
+  the distance is measured to the GT box enlarged by its width/height on each side
+  (``[x−w, x+2w] × [y−h, y+2h]``) and the mean runs over all joints.
+* **Matching**: per image, detections sorted by descending score (stable: ties keep the result-file order)
+  and cut to ``max_dets`` (20). For each OKS threshold ``t ∈ {.50, .55, …, .95}`` and each detection in
+  order, the match is the GT with the highest OKS ``≥ t`` among GTs not yet matched (crowd GTs can be matched
+  repeatedly), preferring non-ignored GTs over ignored ones; ties go to the later GT. A detection matched to
+  an ignored GT, or unmatched with an area outside the range, is ignored. (As in pycocotools, a detection
+  matched to a GT whose ``id`` is 0 counts as unmatched in the accumulation: GT ids should start at 1.)
+* **Accumulation** per category and area range: detections of all images sorted by descending score (stable
+  over the image order, then the per-image rank), cumulative TP/FP, recall ``tp / n_gt``, precision
   ``tp / (tp + fp + eps)`` made monotone from the right, sampled at the 101 recall thresholds ``0:.01:1``
   (0 beyond the reached recall). Settings without non-ignored GT are ``-1`` and excluded from the means.
 * **Summary**: AP (mean over thresholds, recall points and categories), AP50, AP75, APm, APl, AR (mean final
   recall over thresholds), AR50, AR75, ARm, ARl, all at ``max_dets``.
 
 Differences from pycocotools: malformed input raises :class:`~humanvision.errors.DataError` (naming the file,
-record and field) instead of a ``KeyError``/``AssertionError``; GT annotations must have unique ids and refer to
-listed images; an empty result list is valid (AP 0). xtcocotools additionally drops detections whose keypoint
-scores are all 0; we do not (pycocotools does not either).
+record and field) instead of a ``KeyError``/``AssertionError``; GT annotations must have unique ids and refer
+to listed images; an empty result list is valid (AP 0). xtcocotools additionally drops detections whose
+keypoint scores are all 0; we do not (pycocotools does not either).
 
 >>> res = evaluate_coco_keypoints("person_keypoints_val2017.json", "results.json")   # doctest: +SKIP
 >>> res.stats["AP"], res.num_images                                                   # doctest: +SKIP
@@ -75,7 +77,7 @@ _CHUNK = 1 << 21  # max detections x GTs x joints per OKS block (bounds memory t
 
 
 def resolve_sigmas(skeleton: str | Skeleton | None = "coco17", sigmas: Any = None) -> np.ndarray:
-    """Per-joint OKS sigmas ``(K,)`` from explicit ``sigmas`` (wins when given) or a skeleton (name or object)."""
+    """Per-joint OKS sigmas ``(K,)``: explicit ``sigmas`` when given, else the skeleton's (name or object)."""
     if sigmas is None:
         if skeleton is None:
             raise ValueError("give a skeleton or explicit sigmas")
@@ -99,8 +101,8 @@ def keypoint_oks(dt: np.ndarray, gt: np.ndarray, areas: np.ndarray, sigmas: np.n
         areas: ``(..., G)`` object scale (GT segment area, or ``0.53·w·h``).
         sigmas: ``(K,)`` per-joint sigmas.
         gt_boxes: ``(..., G, 4)`` GT boxes ``x, y, w, h``; needed only for GTs without labelled joints, whose
-            OKS uses the distance to the box enlarged by ``w``/``h`` on each side over all joints. Without boxes
-            such GTs get OKS 0.
+            OKS uses the distance to the box enlarged by ``w``/``h`` on each side over all joints. Without
+            boxes such GTs get OKS 0.
 
     Returns:
         ``(..., D, G)`` OKS in ``[0, 1]``; identical poses give exactly 1.
@@ -126,7 +128,7 @@ def keypoint_oks(dt: np.ndarray, gt: np.ndarray, areas: np.ndarray, sigmas: np.n
         dx[bi, :, gi] = np.maximum(0, x0 - xs) + np.maximum(0, xs - x1)
         dy[bi, :, gi] = np.maximum(0, y0 - ys) + np.maximum(0, ys - y1)
         labelled[bi, gi] = True
-    # e = (dx² + dy²) / (2σ)² / (area + eps) / 2 in COCOeval's operation order (bit-identical terms), in place.
+    # e = (dx² + dy²) / (2σ)² / (area + eps) / 2 in COCOeval's operation order (bit-identical terms).
     e = np.multiply(dx, dx, out=dx)
     e += np.multiply(dy, dy, out=dy)
     e /= (np.asarray(sigmas, dtype=np.float64) * 2) ** 2
@@ -168,7 +170,7 @@ def _check_records(records: Sequence[Any], fields: Sequence[str], file: str, nam
 
 
 def _numeric(records: Sequence[Mapping], key: str, width: int | None, file: str, name) -> np.ndarray:
-    """Stack ``record[key]`` into a finite float64 array (``(N,)`` or ``(N, width)``), naming the first bad record.
+    """Stack ``record[key]`` into a finite float64 array ``(N,)`` or ``(N, width)``; errors name the record.
 
     Values must be JSON numbers: strings, ``null`` and nested lists are rejected (not silently converted).
     """
@@ -186,9 +188,14 @@ def _numeric(records: Sequence[Mapping], key: str, width: int | None, file: str,
                 a = np.asarray(v)
             except ValueError:
                 a = np.asarray(None)
+            if a.shape == shape[1:] and a.ndim == 1 and a.dtype.kind not in "fiub":
+                j = next(j for j, x in enumerate(v) if not _is_number(x))
+                raise DataError(f"expected {want}, got {v[j]!r:.40} at position {j}", file=file,
+                                record=name(i, records[i]), field=key)
             if a.shape != shape[1:] or a.dtype.kind not in "fiub":
                 got = f"{a.size} values" if a.ndim == 1 and a.dtype.kind in "fiub" else f"{v!r:.80}"
-                raise DataError(f"expected {want}, got {got}", file=file, record=name(i, records[i]), field=key)
+                raise DataError(f"expected {want}, got {got}", file=file, record=name(i, records[i]),
+                                field=key)
     arr = arr.astype(np.float64)
     bad = ~np.isfinite(arr).reshape(len(arr), -1).all(1)
     if bad.any():
@@ -201,8 +208,8 @@ def _ids(records: Sequence[Mapping], key: str, file: str, name) -> list:
     out = [r[key] for r in records]
     for i, v in enumerate(out):
         if isinstance(v, bool) or not isinstance(v, (int, str)):
-            raise DataError(f"expected an integer or string id, got {v!r:.80}", file=file, record=name(i, records[i]),
-                            field=key)
+            raise DataError(f"expected an integer or string id, got {v!r:.80}", file=file,
+                            record=name(i, records[i]), field=key)
     return out
 
 
@@ -237,13 +244,14 @@ class CocoKeypointGT:
         return self._image_lookup.get(image_id)
 
 
-def load_coco_keypoint_gt(src: str | Path | Mapping, num_joints: int, *, require_area: bool = True) -> CocoKeypointGT:
+def load_coco_keypoint_gt(src: str | Path | Mapping, num_joints: int, *,
+                          require_area: bool = True) -> CocoKeypointGT:
     """Read and validate a COCO keypoint GT file (path) or an already-parsed dict.
 
-    Required: ``images[*].id``; per annotation ``id`` (unique), ``image_id`` (a listed image), ``category_id``,
-    ``keypoints`` (``3·num_joints`` finite numbers), ``bbox`` (4 finite numbers), ``num_keypoints`` and, when
-    ``require_area``, a finite ``area``. ``iscrowd`` defaults to 0. Errors are :class:`DataError` naming the
-    file, the annotation index and id, and the field.
+    Required: ``images[*].id``; per annotation ``id`` (unique), ``image_id`` (a listed image),
+    ``category_id``, ``keypoints`` (``3·num_joints`` finite numbers), ``bbox`` (4 finite numbers),
+    ``num_keypoints`` and, when ``require_area``, a finite ``area``. ``iscrowd`` defaults to 0. Errors are
+    :class:`DataError` naming the file, the annotation index and id, and the field.
     """
     file = _source_name(src)
     data = _read_json(src, "ground-truth")
@@ -274,15 +282,15 @@ def load_coco_keypoint_gt(src: str | Path | Mapping, num_joints: int, *, require
     seen: dict[int, int] = {}
     for i, a in enumerate(ann_ids):
         if a in seen:
-            raise DataError(f"duplicate id (also annotation {seen[a]})", file=file, record=ann_name(i, anns[i]),
-                            field="id")
+            raise DataError(f"duplicate id (also annotation {seen[a]})", file=file,
+                            record=ann_name(i, anns[i]), field="id")
         seen[a] = i
     image_index = np.empty(len(anns), dtype=np.int64)
     for i, v in enumerate(_ids(anns, "image_id", file, ann_name)):
         pos = lookup.get(v)
         if pos is None:
-            raise DataError(f"unknown image id {v!r} (not in 'images')", file=file, record=ann_name(i, anns[i]),
-                            field="image_id")
+            raise DataError(f"unknown image id {v!r} (not in 'images')", file=file,
+                            record=ann_name(i, anns[i]), field="image_id")
         image_index[i] = pos
     ann_cats = _ids(anns, "category_id", file, ann_name)
     if isinstance(data.get("categories"), list):
@@ -362,12 +370,13 @@ class CocoKeypointResults:
                    source=", ".join(dict.fromkeys(p.source for p in parts)))
 
 
-def load_coco_keypoint_results(src: str | Path | Sequence[Mapping], gt: CocoKeypointGT) -> CocoKeypointResults:
+def load_coco_keypoint_results(src: str | Path | Sequence[Mapping],
+                               gt: CocoKeypointGT) -> CocoKeypointResults:
     """Read and validate a result file (path) or list: ``[{image_id, category_id, keypoints, score}, ...]``.
 
-    ``keypoints`` holds ``3·K`` finite numbers ``x, y, s`` (the joint scores ``s`` are not used by the metric),
-    ``image_id`` must be a GT image; extra keys are ignored. Errors are :class:`DataError` naming the file, the
-    result index and image id, and the field.
+    ``keypoints`` holds ``3·K`` finite numbers ``x, y, s`` (the joint scores ``s`` are not used by the
+    metric), ``image_id`` must be a GT image; extra keys are ignored. Errors are :class:`DataError` naming the
+    file, the result index and image id, and the field.
     """
     file = _source_name(src)
     data = _read_json(src, "result")
@@ -383,8 +392,8 @@ def load_coco_keypoint_results(src: str | Path | Sequence[Mapping], gt: CocoKeyp
     for i, v in enumerate(_ids(data, "image_id", file, name)):
         pos = gt.image_position(v)
         if pos is None:
-            raise DataError(f"unknown image id {v!r} (not in the ground truth)", file=file, record=name(i, data[i]),
-                            field="image_id")
+            raise DataError(f"unknown image id {v!r} (not in the ground truth)", file=file,
+                            record=name(i, data[i]), field="image_id")
         image_index[i] = pos
     cat_lookup = {c: i for i, c in enumerate(gt.category_ids)}
     cats = _ids(data, "category_id", file, name)
@@ -412,11 +421,12 @@ def load_coco_keypoint_results(src: str | Path | Sequence[Mapping], gt: CocoKeyp
 class CocoKeypointResult:
     """Outcome of a COCO keypoint evaluation.
 
-    ``stats`` maps :data:`STAT_NAMES` to the ten summary numbers (pycocotools ``COCOeval.stats`` order; -1 where
-    undefined). ``precision`` is ``(T=10, R=101, C, A=3)`` and ``recall`` ``(T, C, A)`` (areas all/medium/large;
-    -1 where a category/area has no non-ignored GT). Counts: images, GT annotations of the evaluated categories
-    (``num_gt``, of which ``num_gt_ignored`` are crowd or without keypoints), result records evaluated
-    (``num_detections``) and kept after the per-image ``max_dets`` cut (``num_detections_used``).
+    ``stats`` maps :data:`STAT_NAMES` to the ten summary numbers (pycocotools ``COCOeval.stats`` order; -1
+    where undefined). ``precision`` is ``(T=10, R=101, C, A=3)`` and ``recall`` ``(T, C, A)`` (areas
+    all/medium/large; -1 where a category/area has no non-ignored GT). Counts: images, GT annotations of the
+    evaluated categories (``num_gt``, of which ``num_gt_ignored`` are crowd or without keypoints), result
+    records evaluated (``num_detections``) and kept after the per-image ``max_dets`` cut
+    (``num_detections_used``).
     """
 
     stats: dict[str, float]
@@ -452,10 +462,11 @@ def _last_argmax(vals: np.ndarray) -> np.ndarray:
 
 def _match_block(oks: np.ndarray, dvalid: np.ndarray, ignore: np.ndarray, crowd: np.ndarray,
                  gt_id_zero: np.ndarray, thr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Greedy COCO matching for ``n`` image-category groups with the same GT count ``G``, all thresholds at once.
+    """Greedy COCO matching of ``n`` image-category groups with ``G`` GTs each, all thresholds at once.
 
-    Args: ``oks (n, D, G)`` (detections in score order), ``dvalid (n, D)``, ``ignore (n, A, G)``, ``crowd (n, G)``,
-    ``gt_id_zero (n, G)``, ``thr (T,)``. Returns ``matched, ignored`` of shape ``(n, D, A, T)``.
+    Args: ``oks (n, D, G)`` (detections in score order), ``dvalid (n, D)``, ``ignore (n, A, G)``,
+    ``crowd (n, G)``, ``gt_id_zero (n, G)``, ``thr (T,)``. Returns ``matched, ignored``, each
+    ``(n, D, A, T)``.
     """
     n, d, g = oks.shape
     a, t = ignore.shape[1], thr.shape[0]
@@ -497,7 +508,7 @@ def _evaluate(gt: CocoKeypointGT, res: CocoKeypointResults, sigmas: np.ndarray, 
     g_area = gt.areas[gsel] if use_area else g_box[:, 3] * g_box[:, 2] * 0.53
     g_crowd = gt.iscrowd[gsel]
     g_ign_base = g_crowd | (gt.num_keypoints[gsel] == 0)
-    g_ignore = g_ign_base[:, None] | (g_area[:, None] < ranges[:, 0]) | (g_area[:, None] > ranges[:, 1])  # (M, A)
+    g_ignore = g_ign_base[:, None] | (g_area[:, None] < ranges[:, 0]) | (g_area[:, None] > ranges[:, 1])
     g_id_zero = gt.ann_ids[gsel] == 0
 
     # ---- detections: per group by descending score (stable), cut to max_dets
@@ -533,7 +544,8 @@ def _evaluate(gt: CocoKeypointGT, res: CocoKeypointResults, sigmas: np.ndarray, 
             dvalid = dr < d_count[s, None]                              # (n, D)
             di = np.minimum(d_start[s, None] + dr, n_det - 1)
             oks = keypoint_oks(res.keypoints[dsel[di]], g_kpts[gi], g_area[gi], sigmas, g_box[gi])
-            m, ig = _match_block(oks, dvalid, g_ignore[gi].transpose(0, 2, 1), g_crowd[gi], g_id_zero[gi], thr)
+            ign = g_ignore[gi].transpose(0, 2, 1)                      # (n, A, G)
+            m, ig = _match_block(oks, dvalid, ign, g_crowd[gi], g_id_zero[gi], thr)
             det_matched[di[dvalid]] = m[dvalid]
             det_ignored[di[dvalid]] = ig[dvalid]
     det_ignored |= ~det_matched & d_out[:, :, None]
@@ -550,17 +562,17 @@ def _evaluate(gt: CocoKeypointGT, res: CocoKeypointResults, sigmas: np.ndarray, 
             npig = int(np.count_nonzero(~g_ignore[gc, a]))
             if npig == 0:
                 continue
-            precision[:, :, c, a], recall[:, c, a] = _pr_curve(det_matched[order, a].T, det_ignored[order, a].T,
-                                                               npig)
+            precision[:, :, c, a], recall[:, c, a] = _pr_curve(
+                det_matched[order, a].T, det_ignored[order, a].T, npig)
     stats = _summarize(precision, recall)
     return CocoKeypointResult(
-        stats=dict(zip(STAT_NAMES, stats)), num_images=n_img, num_gt=len(gsel),
+        stats=dict(zip(STAT_NAMES, stats, strict=True)), num_images=n_img, num_gt=len(gsel),
         num_gt_ignored=int(g_ign_base.sum()), num_detections=int((res.category_index >= 0).sum()),
         num_detections_used=n_det, precision=precision, recall=recall, use_area=use_area, max_dets=max_dets)
 
 
 def _pr_curve(matched: np.ndarray, ignored: np.ndarray, npig: int) -> tuple[np.ndarray, np.ndarray]:
-    """Interpolated precision ``(T, R)`` and final recall ``(T,)`` from score-sorted ``(T, N)`` match flags."""
+    """Interpolated precision ``(T, R)`` and final recall ``(T,)`` from score-sorted ``(T, N)`` flags."""
     tp = np.cumsum(matched & ~ignored, axis=1).astype(np.float64)
     fp = np.cumsum(~matched & ~ignored, axis=1).astype(np.float64)
     n_thr, nd = tp.shape
@@ -603,12 +615,14 @@ class CocoKeypointEvaluator:
         gt: path to a COCO keypoint json, its parsed dict, or a loaded :class:`CocoKeypointGT`.
         skeleton: joint set giving K and the OKS sigmas (name or :class:`~humanvision.skeletons.Skeleton`).
         sigmas: explicit per-joint sigmas (overrides the skeleton's).
-        use_area: ``True`` scales OKS and area ranges by the GT ``area``; ``False`` by ``0.53·w·h`` of the GT box.
+        use_area: ``True`` scales OKS and area ranges by the GT ``area``; ``False`` by ``0.53·w·h`` of the GT
+            box.
         max_dets: detections kept per image (by score) before matching; COCO uses 20.
     """
 
-    def __init__(self, gt: str | Path | Mapping | CocoKeypointGT, *, skeleton: str | Skeleton | None = "coco17",
-                 sigmas: Any = None, use_area: bool = True, max_dets: int = 20) -> None:
+    def __init__(self, gt: str | Path | Mapping | CocoKeypointGT, *,
+                 skeleton: str | Skeleton | None = "coco17", sigmas: Any = None, use_area: bool = True,
+                 max_dets: int = 20) -> None:
         self.sigmas = resolve_sigmas(skeleton, sigmas)
         self.use_area = bool(use_area)
         if max_dets < 1:
@@ -616,7 +630,7 @@ class CocoKeypointEvaluator:
         self.max_dets = int(max_dets)
         if isinstance(gt, CocoKeypointGT):
             if gt.num_joints != len(self.sigmas):
-                raise ValueError(f"ground truth has {gt.num_joints} joints but {len(self.sigmas)} sigmas were given")
+                raise ValueError(f"ground truth has {gt.num_joints} joints but {len(self.sigmas)} sigmas")
             if use_area and np.isnan(gt.areas).any():
                 i = int(np.argmax(np.isnan(gt.areas)))
                 raise DataError("missing (needed with use_area=True)", file=gt.source,
@@ -628,8 +642,9 @@ class CocoKeypointEvaluator:
 
     def add(self, results: str | Path | Sequence[Mapping] | CocoKeypointResults) -> None:
         """Add result records (a json path, a list of dicts, or loaded :class:`CocoKeypointResults`)."""
-        part = results if isinstance(results, CocoKeypointResults) else load_coco_keypoint_results(results, self.gt)
-        self._parts.append(part)
+        if not isinstance(results, CocoKeypointResults):
+            results = load_coco_keypoint_results(results, self.gt)
+        self._parts.append(results)
 
     def reset(self) -> None:
         self._parts.clear()
@@ -646,12 +661,12 @@ class CocoKeypointEvaluator:
 
 def evaluate_coco_keypoints(gt: str | Path | Mapping | CocoKeypointGT,
                             results: str | Path | Sequence[Mapping] | CocoKeypointResults, *,
-                            skeleton: str | Skeleton | None = "coco17", sigmas: Any = None, use_area: bool = True,
-                            max_dets: int = 20) -> CocoKeypointResult:
+                            skeleton: str | Skeleton | None = "coco17", sigmas: Any = None,
+                            use_area: bool = True, max_dets: int = 20) -> CocoKeypointResult:
     """COCO keypoint AP/AR of ``results`` against ``gt`` (see the module docstring for the protocol).
 
-    Equals pycocotools' ``COCOeval(gt, dt, "keypoints")`` summary to floating-point precision (tested to 1e-9);
-    ``use_area=False`` reproduces xtcocotools' switch for AIC/CrowdPose-style files.
+    Equals pycocotools' ``COCOeval(gt, dt, "keypoints")`` summary to floating-point precision (tested to
+    1e-9); ``use_area=False`` reproduces xtcocotools' switch for AIC/CrowdPose-style files.
     """
     ev = CocoKeypointEvaluator(gt, skeleton=skeleton, sigmas=sigmas, use_area=use_area, max_dets=max_dets)
     ev.add(results)

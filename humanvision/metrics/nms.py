@@ -4,16 +4,17 @@ The protocol of the ViTPose/MMPose COCO evaluation (per image, in this order):
 
 1. **Rescore** (:func:`rescore_poses`): ``score = box_score × mean{s_j : s_j > 0.2}`` (0 when no joint score
    exceeds the threshold; GT-box evaluation uses ``box_score = 1``).
-2. **OKS-NMS** (:func:`oks_nms`, ``thr = 0.9``): greedy by descending score; a pose is kept when its OKS to every
-   already kept pose is ``<= thr``. The OKS between two *predictions* is symmetric in the area,
+2. **OKS-NMS** (:func:`oks_nms`, ``thr = 0.9``): greedy by descending score; a pose is kept when its OKS to
+   every already kept pose is ``<= thr``. The OKS between two *predictions* is symmetric in the area,
    ``OKS(a, b) = mean_j exp(−d_j² / (2·(2σ_j)²·((area_a + area_b)/2 + eps)))`` over all joints
    (:func:`pose_oks`), with ``area`` the padded, aspect-fixed crop area ``prod(200·scale)``; where no area is
    known the keypoint-extent box area is used. With ``vis_thr`` only joints whose scores exceed it in *both*
    poses count (MMPose's version of this filter effectively tests only the second pose).
-3. :func:`soft_oks_nms` instead decays the scores of overlapping poses (Gaussian ``s·exp(−oks²/thr)`` or linear
-   ``s·(1 − oks)`` where ``oks >= thr``) and keeps at most ``max_dets`` poses.
+3. :func:`soft_oks_nms` instead decays the scores of overlapping poses (Gaussian ``s·exp(−oks²/thr)`` or
+   linear ``s·(1 − oks)`` where ``oks >= thr``) and keeps at most ``max_dets`` poses.
 
-Ties in score are broken by input order (the earlier pose first), so results do not depend on the sort algorithm.
+Ties in score are broken by input order (the earlier pose first), so results do not depend on the sort
+algorithm.
 """
 
 from __future__ import annotations
@@ -25,7 +26,14 @@ import numpy as np
 from humanvision.metrics.coco import resolve_sigmas
 from humanvision.skeletons import Skeleton
 
-__all__ = ["keypoint_extent_areas", "oks_nms", "oks_nms_by_image", "pose_oks", "rescore_poses", "soft_oks_nms"]
+__all__ = [
+    "keypoint_extent_areas",
+    "oks_nms",
+    "oks_nms_by_image",
+    "pose_oks",
+    "rescore_poses",
+    "soft_oks_nms",
+]
 
 _EPS = np.spacing(1.0)
 
@@ -51,8 +59,8 @@ def keypoint_extent_areas(keypoints: Any) -> np.ndarray:
     return span[..., 0] * span[..., 1]
 
 
-def pose_oks(keypoints: Any, areas: Any = None, *, sigmas: Any = None, skeleton: str | Skeleton | None = "coco17",
-             vis_thr: float | None = None) -> np.ndarray:
+def pose_oks(keypoints: Any, areas: Any = None, *, sigmas: Any = None,
+             skeleton: str | Skeleton | None = "coco17", vis_thr: float | None = None) -> np.ndarray:
     """Symmetric OKS matrix ``(N, N)`` between predicted poses ``(N, K, 2|3)`` (column 2: joint scores).
 
     The scale of a pair is the mean of the two ``areas`` (keypoint-extent areas when ``None``).
@@ -88,7 +96,8 @@ def oks_nms(keypoints: Any, scores: Any, areas: Any = None, *, thr: float = 0.9,
     """Greedy OKS-NMS over the poses of one image; returns kept indices, highest score first.
 
     Args:
-        keypoints: ``(N, K, 2|3)``; scores: ``(N,)``; areas: ``(N,)`` crop areas (keypoint extent if ``None``).
+        keypoints: ``(N, K, 2|3)``; scores: ``(N,)``; areas: ``(N,)`` crop areas (keypoint extent if
+            ``None``).
         thr: a pose is suppressed when its OKS to a kept, higher-scoring pose exceeds ``thr``.
     """
     s = np.asarray(scores, dtype=np.float64).reshape(-1)
@@ -155,7 +164,7 @@ def oks_nms_by_image(image_ids: Any, keypoints: Any, scores: Any, areas: Any = N
     bounds = np.flatnonzero(ids[order][1:] != ids[order][:-1]) + 1
     keep = []
     for idx in np.split(order, bounds) if len(ids) else []:
-        k = oks_nms(kp[idx], s[idx], None if ar is None else ar[idx], thr=thr, sigmas=sigmas, skeleton=skeleton,
-                    vis_thr=vis_thr)
+        k = oks_nms(kp[idx], s[idx], None if ar is None else ar[idx], thr=thr, sigmas=sigmas,
+                    skeleton=skeleton, vis_thr=vis_thr)
         keep.append(idx[k])
     return np.sort(np.concatenate(keep)) if keep else np.zeros(0, dtype=np.int64)

@@ -233,15 +233,7 @@ def infer(inputs: list[Path] = typer.Argument(..., help="Images, folders of imag
     typer.echo(f"{frames} image(s)/frame(s) in {dt:.1f} s -> {out} (overlays + predictions.json)")
 
 
-def demo_recipe(output_dir: Path, data_dir: Path, minutes: float):
-    """The built-in synthetic recipe (``configs/synthetic_tiny.yaml`` holds the same values)."""
-    from humanvision.config import load_config
-    from humanvision.methods.topdown import TopDownRecipe
-
-    return load_config(DEMO_RECIPE, TopDownRecipe, [
-        f"train.output_dir={output_dir}", f"data.synthetic_dir={data_dir}"])
-
-
+# The built-in synthetic recipe of `humanvision demo`; configs/synthetic_tiny.yaml holds the same values.
 DEMO_RECIPE = {
     "name": "synthetic_tiny",
     "model": {"name": "simplebaseline_tiny", "skeleton": "coco17", "input_size": [96, 128]},
@@ -257,7 +249,6 @@ DEMO_RECIPE = {
 @app.command()
 def demo(out: Path = typer.Option(Path("runs/demo"), "--out", help="Run folder (checkpoints, metrics, overlays)."),
          data_dir: Path = typer.Option(Path("data/synthetic_coco"), "--data", help="Where to write the data."),
-         minutes: float = typer.Option(10.0, help="Training budget guide (the recipe fits ~8 min on 2 cores)."),
          set_: list[str] = typer.Option([], "--set", help=SET_HELP),
          ) -> None:
     """The main job: synthesise a COCO-format set, train the small model on CPU, evaluate, draw overlays."""

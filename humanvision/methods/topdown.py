@@ -53,16 +53,18 @@ class DataConfig:
     """Where the data is and how it is cropped and augmented.
 
     ``source: coco`` reads ``train_ann``/``val_ann`` (COCO keypoint json) with images under ``*_images`` (default:
-    the json's folder). ``source: synthetic`` generates a COCO-format set of synthetic people into
+    the json's folder). ``source: mpii`` reads the mmpose MPII json layout and evaluates PCKh with the head boxes
+    of ``val_gt`` (``mpii_gt_val.mat``, same person order as ``val_ann``). ``source: synthetic`` generates a COCO-format set of synthetic people into
     ``synthetic_dir`` the first time (``synthetic_train`` / ``synthetic_val`` images of ``synthetic_size``).
     ``det_results``: a person-detection json for evaluation with detected boxes (else ground-truth boxes).
     """
 
-    source: Literal["coco", "synthetic"] = "coco"
+    source: Literal["coco", "mpii", "synthetic"] = "coco"
     train_ann: Path | None = must_exist()
     train_images: Path | None = must_exist()
     val_ann: Path | None = must_exist()
     val_images: Path | None = must_exist()
+    val_gt: Path | None = must_exist()
     det_results: Path | None = must_exist()
     det_score_thr: float = 0.0
     synthetic_dir: Path = Path("data/synthetic_coco")
@@ -219,11 +221,14 @@ class TopDownDataset(Dataset):
         image = s.load_image()
         record = f"{s.source}: image {s.image_id}" + (f" annotation {s.ann_ids[0]}" if s.ann_ids is not None else "")
         rng = np.random.default_rng(np.random.randint(0, 2**63 - 1, dtype=np.int64))
+        box = s.boxes[0]
+        if "scale" in s.meta and "center" in s.meta:  # MPII protocol (pose2d.md §4.2): centre moved down 15 s px
+            box = box + np.array([0.0, 15.0 * float(s.meta["scale"][0]), 0.0, 0.0], dtype=box.dtype)
         if self.transform.train:
-            img, target, _ = self.transform(image, s.keypoints_2d[0], s.visibility[0], s.boxes[0], rng=rng,
+            img, target, _ = self.transform(image, s.keypoints_2d[0], s.visibility[0], box, rng=rng,
                                             record=record)
             return {"image": img, "heatmaps": target["heatmaps"], "keypoint_weights": target["keypoint_weights"]}
-        img, _, meta = self.transform(image, bbox=s.boxes[0], record=record)
+        img, _, meta = self.transform(image, bbox=box, record=record)
         score = float(s.scores[0]) if s.scores is not None else 1.0
         return {"image": img, "center": torch.from_numpy(meta["center"]), "scale": torch.from_numpy(meta["scale"]),
                 "box_score": torch.tensor(score, dtype=torch.float64), "index": index}
@@ -266,17 +271,21 @@ def _require(data: DataConfig, *keys: str) -> None:
 
 
 def train_reader(data: DataConfig, skeleton: str):
-    from humanvision.data.readers import CocoKeypoints
+    from humanvision.data.readers import CocoKeypoints, MpiiJson
 
     _require(data, "train_ann")
+    if data.source == "mpii":
+        return MpiiJson(data.train_ann, data.train_images, skeleton=skeleton)
     return CocoKeypoints(data.train_ann, data.train_images, skeleton=skeleton, mode="instance")
 
 
 def eval_reader(data: DataConfig, skeleton: str, det_results: str | Path | None = None):
     """Ground-truth boxes of ``val_ann`` or, with ``det_results``, detected boxes (all of them, pose2d.md §2.6)."""
-    from humanvision.data.readers import CocoDetections, CocoKeypoints
+    from humanvision.data.readers import CocoDetections, CocoKeypoints, MpiiJson
 
     _require(data, "val_ann")
+    if data.source == "mpii":
+        return MpiiJson(data.val_ann, data.val_images, skeleton=skeleton)
     dets = det_results if det_results is not None else data.det_results
     if dets is not None:
         return CocoDetections(dets, data.val_ann, data.val_images, skeleton=skeleton,
@@ -350,6 +359,8 @@ def evaluate_topdown(method: TopDownPose, recipe: TopDownRecipe, out_dir: str | 
     dataset = TopDownDataset(reader, build_transform(method, recipe.data, train=False))
     pred = predict_boxes(method, dataset, recipe.eval.batch_size, recipe.eval.flip_test, device=device,
                          progress=progress)
+    if recipe.data.source == "mpii":
+        return _evaluate_mpii(pred, recipe, out_dir)
     image_ids = [reader[int(i)].image_id for i in pred["indices"]]
     results = to_coco_results(pred, image_ids, sk, recipe.eval.rescore_thr, recipe.eval.nms_thr)
     if not results:
@@ -366,5 +377,26 @@ def evaluate_topdown(method: TopDownPose, recipe: TopDownRecipe, out_dir: str | 
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         (out / "results.json").write_text(json.dumps(results))
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    return metrics
+
+
+def _evaluate_mpii(pred: dict[str, np.ndarray], recipe: TopDownRecipe, out_dir: str | Path | None) -> dict[str, Any]:
+    """MPII PCKh@0.5 (pose2d.md §4.2): predictions +1 (1-based) against ``val_gt``'s joints and head boxes."""
+    from humanvision.metrics.pck import mpii_pckh, read_mpii_gt
+
+    _require(recipe.data, "val_gt")
+    gt = read_mpii_gt(recipe.data.val_gt)
+    order = np.argsort(pred["indices"])
+    kp = pred["keypoints"][order] + 1.0
+    if len(kp) != len(gt):
+        raise DataError(f"{len(kp)} predictions for {len(gt)} people", file=str(recipe.data.val_gt))
+    res = mpii_pckh(kp, gt.joints, gt.headboxes, gt.visible, thr=0.5)
+    metrics: dict[str, Any] = {"PCKh@0.5": float(res.mean), **{f"PCKh_{k}": float(v) for k, v in res.groups.items()},
+                               "PCKh@0.1": float(res.mean_at_0_1), "num_people": len(kp)}
+    if out_dir is not None:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        np.save(out / "pred_1based.npy", kp)
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics

@@ -1,0 +1,3 @@
+from humanvision.cli import main
+
+main()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -23,13 +24,13 @@ def _pair(text: str, sep: str, what: str) -> tuple[int, int]:
 
 @app.command()
 def synth(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
     fmt: str = typer.Option("coco", "--format", "-f", help="coco | mpii | h36m | itop | multimodal"),
     num: int = typer.Option(100, "--num", "-n", min=1, help="Number of frames."),
     views: int = typer.Option(1, "--views", "-v", min=1, help="Cameras per frame (h36m default 4)."),
     size: str = typer.Option("", "--size", help="WxH (defaults: coco/mpii 256x256, h36m 1000x1000, "
                                                 "multimodal 320x320; itop is always 320x240)."),
     seed: int = typer.Option(0, "--seed", help="Dataset seed; frame i depends only on (seed, i)."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output folder."),
     people: str = typer.Option("1", "--people", help="People per frame: P or MIN-MAX."),
     motion: str = typer.Option("random", "--motion", help="random | deepmimic | path to a .bvh file."),
     split: str = typer.Option("train", "--split", help="Split name used in file names."),
@@ -48,7 +49,8 @@ def synth(
     from humanvision.data.synthetic.motion import deepmimic_clips, load_deepmimic, read_bvh
 
     if fmt not in FORMATS:
-        raise typer.BadParameter(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}", param_hint="--format")
+        raise typer.BadParameter(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}",
+                                param_hint="--format")
     default_size = {"coco": "256x256", "mpii": "256x256", "h36m": "1000x1000", "itop": "320x240",
                     "multimodal": "320x320"}[fmt]
     w, h = _pair(size or default_size, "x", "--size")
@@ -61,7 +63,8 @@ def synth(
             raise typer.BadParameter(str(e), param_hint="--motion") from None
     elif motion != "random":
         if not Path(motion).is_file():
-            raise typer.BadParameter(f"{motion!r} is neither 'random', 'deepmimic' nor a BVH file", param_hint="--motion")
+            raise typer.BadParameter(f"{motion!r} is neither 'random', 'deepmimic' nor a BVH file",
+                                     param_hint="--motion")
         clips = [read_bvh(motion)[0]]
     views = 4 if fmt == "h36m" and views == 1 else views
     cfg = SceneConfig(size=(w, h), views=views, people=(lo, hi), motion=clips, occluder_prob=occluders,

@@ -188,9 +188,15 @@ def grid_dropout(image: np.ndarray, rng: np.random.Generator, unit_size: tuple[i
 
 def normalize_image(image: np.ndarray, mean: Sequence[float] = IMAGENET_MEAN,
                     std: Sequence[float] = IMAGENET_STD) -> torch.Tensor:
-    """``(H, W, 3)`` uint8 RGB -> ``(3, H, W)`` float32 ``(x / 255 - mean) / std``."""
-    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255.0)
-    return x.sub_(torch.tensor(mean).view(3, 1, 1)).div_(torch.tensor(std).view(3, 1, 1))
+    """``(H, W, 3)`` uint8 RGB -> ``(3, H, W)`` float32 ``(x / 255 - mean) / std``.
+
+    Done in numpy with one fused scale/offset per channel: per-sample torch ops in DataLoader workers pay
+    intra-op thread start-up on every call (measured 100+ ms per crop on a loaded 2-core machine vs < 1 ms here).
+    """
+    scale = 1.0 / (255.0 * np.asarray(std, dtype=np.float32))
+    offset = -np.asarray(mean, dtype=np.float32) / np.asarray(std, dtype=np.float32)
+    x = image.astype(np.float32) * scale + offset
+    return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
 
 
 # ------------------------------------------------------------------------------------------------- pipeline

@@ -2,7 +2,14 @@ import numpy as np
 import pytest
 
 from humanvision.skeletons import (
-    DERIVED_JOINTS, SKELETONS, Skeleton, SkeletonError, conversion_plan, convert, get_skeleton, load_skeleton,
+    DERIVED_JOINTS,
+    SKELETONS,
+    Skeleton,
+    SkeletonError,
+    conversion_plan,
+    convert,
+    get_skeleton,
+    load_skeleton,
 )
 
 EXPECTED_K = {"coco17": 17, "mpii16": 16, "h36m17": 17, "aic14": 14, "crowdpose14": 14, "lsp14": 14,
@@ -47,7 +54,7 @@ def test_known_orders_and_sigmas():
                                                 "left_ankle")
     assert len(get_skeleton("aic14").sigmas) == 14
     with pytest.raises(SkeletonError, match="defines no OKS sigmas"):
-        get_skeleton("mpii16").sigmas_array
+        _ = get_skeleton("mpii16").sigmas_array
     with pytest.raises(SkeletonError, match="unknown skeleton 'cocoa'"):
         get_skeleton("cocoa")
 

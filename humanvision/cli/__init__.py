@@ -3,12 +3,14 @@
 Heavy imports (torch, cv2, ...) happen inside the commands so that ``humanvision --help`` is instant.
 """
 
+from humanvision.cli import (
+    env,  # noqa: F401  (registers commands)
+    evaluate_coco,  # noqa: F401
+    evaluate_pose,  # noqa: F401
+    pose,  # noqa: F401
+    synth,  # noqa: F401
+)
 from humanvision.cli.app import app
-from humanvision.cli import env  # noqa: F401  (registers commands)
-from humanvision.cli import synth  # noqa: F401
-from humanvision.cli import evaluate_pose  # noqa: F401
-from humanvision.cli import evaluate_coco  # noqa: F401
-from humanvision.cli import pose  # noqa: F401
 
 
 def main() -> None:

@@ -44,7 +44,12 @@ def run_training(recipe, resume: bool = False, quiet: bool = False) -> dict:
     from humanvision.config import save_config
     from humanvision.engine import Trainer
     from humanvision.methods.topdown import (
-        TopDownDataset, build_method, build_transform, evaluate_topdown, prepare_synthetic, train_reader,
+        TopDownDataset,
+        build_method,
+        build_transform,
+        evaluate_topdown,
+        prepare_synthetic,
+        train_reader,
     )
 
     prepare_synthetic(recipe.data, quiet=quiet)

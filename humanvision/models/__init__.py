@@ -1,1 +1,24 @@
-"""humanvision.models"""
+"""Pose models and the model registry (the only registry in humanvision).
+
+>>> from humanvision.models import create_model
+>>> model = create_model("vitpose_tiny", skeleton="coco17")
+>>> model.input_size, model.heatmap_size   # (width, height)
+((96, 128), (24, 32))
+
+Families: :mod:`~humanvision.models.vitpose` (ViTPose S/B/L/H, classic and simple decoders),
+:mod:`~humanvision.models.simple_baseline` (SimpleBaseline on ResNet / Swin, HRNet). Every model has the surface
+described in :mod:`humanvision.models._base`. Weights: :mod:`humanvision.models.weights` (our safetensors with a
+JSON sidecar, official ViTPose / MMPose checkpoints).
+"""
+
+from humanvision.models._base import IMAGENET_MEAN, IMAGENET_STD, PoseModel, layer_decay_param_groups
+from humanvision.models._registry import create_model, is_model, list_models, model_entrypoint, register_model
+from humanvision.models.heads import DeconvHead, SimpleHead
+from humanvision.models.simple_baseline import HRNetPose, SimpleBaseline
+from humanvision.models.vitpose import PaddedPatchEmbed, ViTPose
+
+__all__ = [
+    "IMAGENET_MEAN", "IMAGENET_STD", "DeconvHead", "HRNetPose", "PaddedPatchEmbed", "PoseModel", "SimpleBaseline",
+    "SimpleHead", "ViTPose", "create_model", "is_model", "layer_decay_param_groups", "list_models",
+    "model_entrypoint", "register_model",
+]

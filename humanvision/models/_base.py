@@ -1,0 +1,118 @@
+"""The uniform surface shared by every heatmap pose model, and layer-wise lr-decay parameter groups.
+
+Every model maps a normalised crop ``(B, 3, H, W)`` to heatmaps ``(B, K, H/4, W/4)``:
+
+* ``forward(x) = forward_head(forward_features(x))``; features are ``(B, C, h, w)`` maps.
+* ``input_size`` and ``heatmap_size`` are ``(width, height)`` tuples (the codec convention); ``skeleton`` is the
+  joint-set name and ``num_joints`` its size.
+* ``default_cfg`` is a plain dict: ``model``, ``skeleton``, ``num_joints``, ``input_size``, ``heatmap_size``,
+  ``mean``/``std`` (RGB in [0, 1]), ``udp`` (which affine/decoding convention the model is trained with),
+  ``codec`` (``"udp_heatmap"`` or ``"msra_heatmap"``), ``sigma``, ``layer_decay`` (recommended rate).
+* ``layer_id(param_name)`` / ``num_layers``: layer-wise lr decay groups. Ids run from 0 (embedding) to
+  ``num_layers - 1`` (last norm and head); the lr scale of a group is ``decay ** (num_layers - 1 - id)``.
+* ``no_weight_decay()``: full parameter names excluded from weight decay (every 1-D tensor, i.e. biases and
+  norm affine parameters, plus position embeddings), the ViTPose rule.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "PoseModel", "layer_decay_param_groups", "resolve_skeleton"]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def resolve_skeleton(skeleton: Any) -> tuple[str, int]:
+    """(name, num_joints) of a skeleton given by name or as a ``Skeleton``."""
+    from humanvision.skeletons import get_skeleton
+
+    sk = get_skeleton(skeleton)
+    return sk.name, sk.num_joints
+
+
+def _pair(size: int | tuple[int, int] | list[int], what: str) -> tuple[int, int]:
+    if isinstance(size, int):
+        return size, size
+    if len(size) != 2 or not all(isinstance(s, int) and s > 0 for s in size):
+        raise ValueError(f"{what} must be a positive int or a (width, height) pair, got {size!r}")
+    return int(size[0]), int(size[1])
+
+
+class PoseModel(nn.Module):
+    """Base class: the attributes and methods every heatmap pose model exposes (see the module docstring)."""
+
+    model_name: str = ""
+
+    def __init__(self, skeleton: Any, input_size: int | tuple[int, int], *, udp: bool, codec: str,
+                 sigma: float = 2.0, layer_decay: float = 1.0, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> None:
+        super().__init__()
+        self.skeleton, self.num_joints = resolve_skeleton(skeleton)
+        self.input_size = _pair(input_size, "input_size")
+        if self.input_size[0] % 4 or self.input_size[1] % 4:
+            raise ValueError(f"input_size {self.input_size} must be divisible by 4 (heatmaps are 1/4 size)")
+        self.heatmap_size = (self.input_size[0] // 4, self.input_size[1] // 4)
+        self.model_args: dict[str, Any] = {}
+        self.default_cfg: dict[str, Any] = {
+            "model": self.model_name, "skeleton": self.skeleton, "num_joints": self.num_joints,
+            "input_size": self.input_size, "heatmap_size": self.heatmap_size, "mean": tuple(mean), "std": tuple(std),
+            "udp": udp, "codec": codec, "sigma": sigma, "layer_decay": layer_decay}
+
+    # -- forward -------------------------------------------------------------------------------------------
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, 3, H, W)`` normalised crops -> ``(B, K, H/4, W/4)`` heatmaps."""
+        return self.forward_head(self.forward_features(x))
+
+    # -- optimisation helpers ------------------------------------------------------------------------------
+    @property
+    def num_layers(self) -> int:
+        """Number of layer-decay groups (1 for CNNs: a single group)."""
+        return 1
+
+    def layer_id(self, name: str) -> int:
+        """Layer-decay group of parameter ``name`` (0 ... num_layers - 1)."""
+        return 0
+
+    def no_weight_decay(self) -> set[str]:
+        """Full names of parameters without weight decay: 1-D tensors (biases, norms) and position embeddings."""
+        return {n for n, p in self.named_parameters() if p.ndim <= 1 or n.endswith(".bias") or "pos_embed" in n}
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute backbone activations in the backward pass to save memory."""
+        self.grad_checkpointing = enable
+        self.backbone.set_grad_checkpointing(enable)
+
+
+def layer_decay_param_groups(model: PoseModel, weight_decay: float, layer_decay: float | None = None
+                             ) -> list[dict[str, Any]]:
+    """Optimizer parameter groups with ViTPose layer-wise lr decay and the no-weight-decay rule.
+
+    Each group has ``params``, ``param_names``, ``weight_decay``, ``layer_id`` and ``lr_scale`` =
+    ``layer_decay ** (num_layers - 1 - layer_id)``; a scheduler multiplies its lr by ``lr_scale`` at every step
+    (mmcv_custom/layer_decay_optimizer_constructor.py). ``layer_decay=None`` uses ``default_cfg['layer_decay']``.
+    Frozen parameters (``requires_grad=False``) are skipped.
+    """
+    decay = model.default_cfg.get("layer_decay", 1.0) if layer_decay is None else layer_decay
+    skip = model.no_weight_decay()
+    top = model.num_layers - 1
+    groups: dict[tuple[int, bool], dict[str, Any]] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        lid, no_wd = model.layer_id(name), name in skip
+        g = groups.setdefault((lid, no_wd), {
+            "params": [], "param_names": [], "weight_decay": 0.0 if no_wd else weight_decay, "layer_id": lid,
+            "lr_scale": float(decay ** (top - lid))})
+        g["params"].append(p)
+        g["param_names"].append(name)
+    return [groups[k] for k in sorted(groups)]

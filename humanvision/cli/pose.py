@@ -53,6 +53,9 @@ def run_training(recipe, resume: bool = False, quiet: bool = False) -> dict:
     )
 
     prepare_synthetic(recipe.data, quiet=quiet)
+    from humanvision.engine import seed_everything
+
+    seed_everything(recipe.train.seed)  # the initial weights are a function of the recipe, like the data order
     method = build_method(recipe)
     dataset = TopDownDataset(train_reader(recipe.data, method.skeleton.name),
                              build_transform(method, recipe.data, train=True))

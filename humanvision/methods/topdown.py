@@ -73,7 +73,7 @@ class DataConfig:
     synthetic_size: tuple[int, int] = (256, 256)
     synthetic_seed: int = 0
     padding: float = 1.25
-    augment: Literal["vitpose", "pct", "none"] = "vitpose"
+    augment: Literal["vitpose", "pct", "light", "none"] = "vitpose"
     sigma: float | None = None
     dark: bool = True
 
@@ -195,13 +195,22 @@ def load_method_weights(method: TopDownPose, path: str | Path) -> None:
 
 def build_transform(method: TopDownPose, data: DataConfig, train: bool) -> TopDownTransform:
     model = method.model
-    augment = {"vitpose": TopDownAugment.vitpose, "pct": TopDownAugment.pct, "none": TopDownAugment.none}
     return TopDownTransform(model.input_size, method.skeleton, codec=method.codec if train else None, train=train,
-                            udp=model.default_cfg["udp"], padding=data.padding, augment=augment[data.augment](),
+                            udp=model.default_cfg["udp"], padding=data.padding, augment=AUGMENT[data.augment](),
                             mean=model.default_cfg["mean"], std=model.default_cfg["std"])
 
 
 # ---------------------------------------------------------------------------------------------------- data
+#: ``data.augment`` presets: the published ViTPose and PCT recipes, a light one for short CPU runs (flip, centre
+#: shift, +-25% scale, +-20 deg rotation half of the time, no half-body), and none.
+AUGMENT = {
+    "vitpose": TopDownAugment.vitpose,
+    "pct": TopDownAugment.pct,
+    "light": lambda: TopDownAugment(half_body_prob=0.0, scale_factor=0.25, rot_factor=20.0, rot_prob=0.5),
+    "none": TopDownAugment.none,
+}
+
+
 class TopDownDataset(Dataset):
     """One item per person: a reader sample (``keypoints_2d`` (1, K, 2), ``boxes`` (1, 4)) cropped by ``transform``.
 

@@ -161,12 +161,18 @@ def refine_quarter_offset(locs: torch.Tensor, heatmaps: torch.Tensor) -> torch.T
     return locs + 0.25 * torch.sign(diff) * ok[..., None]
 
 
-def _newton_step(locs, ok, dx, dy, dxx, dxy, dyy) -> torch.Tensor:
-    """``locs - H^-1 g`` for the symmetric 2x2 Hessians, where ``ok`` and the determinant is non-zero."""
+def _newton_step(locs, ok, dx, dy, dxx, dxy, dyy, max_step: float = 1.0) -> torch.Tensor:
+    """``locs - H^-1 g`` for the symmetric 2x2 Hessians, where ``ok`` and the determinant is non-zero.
+
+    A step longer than ``max_step`` heatmap pixels on either axis is not taken (the argmax is kept): around a true
+    Gaussian peak the step is below 0.5 px, while on near-flat maps (an untrained model) the unbounded Newton step
+    of the reference can throw a joint hundreds of pixels away.
+    """
     det = dxx * dyy - dxy * dxy
     ok = ok & (det != 0) & torch.isfinite(det)
     det = torch.where(ok, det, torch.ones_like(det))
     off = torch.stack([(dyy * dx - dxy * dy) / det, (dxx * dy - dxy * dx) / det], -1)
+    ok = ok & (off.abs() <= max_step).all(-1)
     return locs - torch.where(ok[..., None], off, torch.zeros_like(off))
 
 

@@ -10,7 +10,7 @@ Protocol
 * Each primitive is intersected analytically (capsule, ellipsoid, oriented box) only inside the pixel rectangle its
   projected bounding box covers; a z-buffer keeps the nearest hit. The world plane ``z = 0`` is the ground.
 * Shading: ``albedo * (ambient + diffuse * max(0, n . l))`` with per-primitive two-colour procedural textures
-  (stripes, checks, a face with eyes and hair on the head, a shirt placket on the chest) evaluated in the
+  (stripes, checks, a face with eyes and hair on the head, a printed panel on the shirt front) evaluated in the
   primitive's local frame, so textures move with the body.
 """
 
@@ -308,15 +308,15 @@ def _texture(pattern: np.ndarray, q: np.ndarray, period: np.ndarray, radii: np.n
     m = pattern == 4  # head: face (skin, a) with hair (b) on the top/back; dark eyes and mouth
     if m.any():
         u = q[m] / radii[m]
-        hair = (u[:, 2] > 0.35) | ((u[:, 1] < -0.15) & (u[:, 2] > -0.6))
+        hair = (u[:, 2] > 0.3) | ((u[:, 1] < 0.05) & (u[:, 2] > -0.75))  # the whole back of the head
         eye_dir = np.array([0.36, 0.9, 0.12]) / np.linalg.norm([0.36, 0.9, 0.12])
         eyes = (np.hypot(np.abs(u[:, 0]) - eye_dir[0], u[:, 2] - eye_dir[2]) < 0.13) & (u[:, 1] > 0.5)
         mouth = (np.abs(u[:, 0]) < 0.22) & (np.abs(u[:, 2] + 0.5) < 0.06) & (u[:, 1] > 0.5)
         w[m] = np.where(eyes | mouth, -1.0, hair.astype(float))
-    m = pattern == 5  # shirt: a placket and collar line on the front (local +y)
+    m = pattern == 5  # shirt: a printed chest panel on the front (local +y), so front and back differ
     if m.any():
         u = q[m] / radii[m]
-        w[m] = ((np.abs(u[:, 0]) < 0.1) & (u[:, 1] > 0.2)).astype(float)
+        w[m] = ((np.abs(u[:, 0]) < 0.45) & (u[:, 1] > 0.25) & (np.abs(u[:, 2] - 0.1) < 0.55)).astype(float)
     return w
 
 

@@ -122,7 +122,7 @@ def _person_primitives(body: PosedBody, instance: int, rng: np.random.Generator)
     shirt, shirt_b = _colour(rng), _colour(rng)
     trousers, trousers_b = _colour(rng, sat=(0.1, 0.7), val=(0.15, 0.8)), _colour(rng)
     shoes = _colour(rng, sat=(0.0, 0.5), val=(0.05, 0.5))
-    shirt_pattern = int(rng.choice([5, 5, 1, 2, 3]))
+    shirt_pattern = int(rng.choice([5, 5, 5, 1, 3]))
     trousers_pattern = int(rng.choice([0, 0, 0, 3, 1]))
     long_sleeves, long_trousers = rng.uniform() < 0.5, rng.uniform() < 0.7
     period_shirt, period_trousers = rng.uniform(40, 120), rng.uniform(60, 160)

@@ -12,6 +12,8 @@ engine's :class:`~humanvision.engine.TrainConfig`) and ``eval``; see ``configs/`
 from __future__ import annotations
 
 import json
+import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -254,7 +256,17 @@ def prepare_synthetic(data: DataConfig, quiet: bool = False) -> DataConfig:
     params = {"train": data.synthetic_train, "val": data.synthetic_val, "size": list(data.synthetic_size),
               "seed": data.synthetic_seed}
     stamp = root / "humanvision_synthetic.json"
-    if not (stamp.is_file() and json.loads(stamp.read_text()) == params):
+
+    def ready() -> bool:
+        return stamp.is_file() and json.loads(stamp.read_text()) == params
+
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 writes; the others wait for its stamp
+        deadline = time.monotonic() + 3600
+        while not ready():
+            if time.monotonic() > deadline:
+                raise DataError("timed out waiting for rank 0 to write the synthetic data", file=str(stamp))
+            time.sleep(2)
+    elif not ready():
         total = data.synthetic_train + data.synthetic_val
         if quiet:
             generate_coco(root, {"train": data.synthetic_train, "val": data.synthetic_val},

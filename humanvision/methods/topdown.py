@@ -75,7 +75,7 @@ class DataConfig:
     synthetic_size: tuple[int, int] = (256, 256)
     synthetic_seed: int = 0
     padding: float = 1.25
-    augment: Literal["vitpose", "pct", "light", "none"] = "vitpose"
+    augment: Literal["vitpose", "pct", "light", "flip", "none"] = "vitpose"
     sigma: float | None = None
     dark: bool = True
 
@@ -203,12 +203,13 @@ def build_transform(method: TopDownPose, data: DataConfig, train: bool) -> TopDo
 
 
 # ---------------------------------------------------------------------------------------------------- data
-#: ``data.augment`` presets: the published ViTPose and PCT recipes, a light one for short CPU runs (flip, centre
-#: shift, +-25% scale, +-20 deg rotation half of the time, no half-body), and none.
+#: ``data.augment`` presets: the published ViTPose and PCT recipes, a light one (flip, centre shift, +-25% scale,
+#: +-20 deg rotation half of the time, no half-body), horizontal flip only, and none.
 AUGMENT = {
     "vitpose": TopDownAugment.vitpose,
     "pct": TopDownAugment.pct,
     "light": lambda: TopDownAugment(half_body_prob=0.0, scale_factor=0.25, rot_factor=20.0, rot_prob=0.5),
+    "flip": lambda: TopDownAugment(shift_prob=0.0, half_body_prob=0.0, scale_factor=0.0, rot_prob=0.0),
     "none": TopDownAugment.none,
 }
 

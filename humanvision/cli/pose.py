@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -63,8 +64,11 @@ def run_training(recipe, resume: bool = False, quiet: bool = False) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     save_config(recipe, out / "config.yaml")
 
+    main_rank = int(os.environ.get("RANK", "0")) == 0  # under torchrun every rank evaluates, rank 0 writes
+
     def eval_fn(model, epoch: int) -> dict:
-        m = evaluate_topdown(model, recipe, out_dir=out / "eval", device=next(model.parameters()).device)
+        m = evaluate_topdown(model, recipe, out_dir=out / "eval" if main_rank else None,
+                             device=next(model.parameters()).device)
         return {k: v for k, v in m.items() if isinstance(v, float)}
 
     trainer = Trainer(recipe.train, method, dataset, eval_fn=eval_fn)
@@ -266,7 +270,11 @@ def demo(out: Path = typer.Option(Path("runs/demo"), "--out", help="Run folder (
     from humanvision.data.io import write_image
     from humanvision.errors import HumanVisionError
     from humanvision.methods.topdown import (
-        TopDownRecipe, build_method, eval_reader, evaluate_topdown, prepare_synthetic,
+        TopDownRecipe,
+        build_method,
+        eval_reader,
+        evaluate_topdown,
+        prepare_synthetic,
     )
     from humanvision.viz import draw_skeleton, make_grid
 

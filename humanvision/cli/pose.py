@@ -249,10 +249,11 @@ def infer(inputs: list[Path] = typer.Argument(..., help="Images, folders of imag
 DEMO_RECIPE = {
     "name": "synthetic_tiny",
     "model": {"name": "simplebaseline_tiny", "skeleton": "coco17", "input_size": [96, 128]},
-    "data": {"source": "synthetic", "synthetic_dir": "data/synthetic_coco", "synthetic_train": 6000,
+    "data": {"source": "synthetic", "synthetic_dir": "data/synthetic_coco", "synthetic_train": 9000,
              "synthetic_val": 150, "synthetic_size": [256, 256], "synthetic_seed": 0, "augment": "flip"},
     "train": {"epochs": 10, "batch_size": 32, "lr": 4e-3, "weight_decay": 1e-4, "schedule": "cosine",
-              "warmup_iters": 50, "clip_grad": 1.0, "num_workers": 1, "best_metric": "AP", "eval_every": 5,
+              "warmup_iters": 50, "clip_grad": 1.0, "precision": "bf16", "num_workers": 1, "best_metric": "AP",
+              "eval_every": 5,
               "output_dir": "runs/synthetic_tiny", "log_every": 10},
     "eval": {"flip_test": True, "batch_size": 64, "num_vis": 8},
 }

@@ -169,6 +169,7 @@ def infer(inputs: list[Path] = typer.Argument(..., help="Images, folders of imag
     import torch
 
     from humanvision.data.io import read_image, write_image
+    from humanvision.data.transforms import keypoints_to_image
     from humanvision.errors import DataError, HumanVisionError
     from humanvision.methods.topdown import build_method, build_transform, to_coco_results
     from humanvision.viz import draw_boxes, draw_skeleton
@@ -192,8 +193,6 @@ def infer(inputs: list[Path] = typer.Argument(..., help="Images, folders of imag
             crops.append(img)
             centers.append(meta["center"])
             scales.append(meta["scale"])
-        from humanvision.data.transforms import keypoints_to_image
-
         kp, sc = method.predict(torch.stack(crops), flip_test=recipe.eval.flip_test)
         kp_img = keypoints_to_image(kp.double().numpy(), np.asarray(centers), np.asarray(scales),
                                     transform.input_size, transform.udp)

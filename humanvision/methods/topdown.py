@@ -169,18 +169,23 @@ def build_method(recipe: TopDownRecipe, weights: str | Path | None = None) -> To
 
 
 def load_method_weights(method: TopDownPose, path: str | Path) -> None:
-    """Load a training checkpoint (``model.safetensors`` of a run, a run directory) or a model weights file."""
+    """Load a run directory (its ``best/``, else ``last/``), a checkpoint directory, or a weights file (ours or an
+    official ViTPose checkpoint). Checkpoint directories are resolved by the engine (including ``last.old``
+    after an interrupted save)."""
     from safetensors.torch import load_file
+
+    from humanvision.engine.checkpoint import MODEL_FILE, resolve_checkpoint
 
     path = Path(path)
     if path.is_dir():
-        for cand in (path / "best" / "model.safetensors", path / "last" / "model.safetensors",
-                     path / "model.safetensors"):
-            if cand.is_file():
-                path = cand
+        for cand in (path / "best", path / "last", path):
+            try:
+                path = resolve_checkpoint(cand) / MODEL_FILE
                 break
+            except FileNotFoundError:
+                continue
         else:
-            raise ConfigError(f"weights: no model.safetensors under {path}")
+            raise ConfigError(f"weights: no {MODEL_FILE} under {path} (looked in best/, last/ and the folder)")
     if not path.is_file():
         raise ConfigError(f"weights: file not found: {path}")
     if path.suffix == ".safetensors":
@@ -268,18 +273,14 @@ def prepare_synthetic(data: DataConfig, quiet: bool = False) -> DataConfig:
                 raise DataError("timed out waiting for rank 0 to write the synthetic data", file=str(stamp))
             time.sleep(2)
     elif not ready():
-        total = data.synthetic_train + data.synthetic_val
-        if quiet:
-            generate_coco(root, {"train": data.synthetic_train, "val": data.synthetic_val},
-                          size=tuple(data.synthetic_size), seed=data.synthetic_seed)
-        else:
-            from rich.progress import Progress
+        from rich.progress import Progress
 
-            with Progress() as bar:
-                task = bar.add_task(f"synthesising {total} images -> {root}", total=total)
-                generate_coco(root, {"train": data.synthetic_train, "val": data.synthetic_val},
-                              size=tuple(data.synthetic_size), seed=data.synthetic_seed,
-                              progress=lambda done, _: bar.update(task, completed=done))
+        total = data.synthetic_train + data.synthetic_val
+        with Progress(disable=quiet) as bar:
+            task = bar.add_task(f"synthesising {total} images -> {root}", total=total)
+            generate_coco(root, {"train": data.synthetic_train, "val": data.synthetic_val},
+                          size=tuple(data.synthetic_size), seed=data.synthetic_seed,
+                          progress=lambda done, _: bar.update(task, completed=done))
         stamp.write_text(json.dumps(params))
     data.train_ann, data.train_images = root / "annotations/person_keypoints_train.json", root / "train"
     data.val_ann, data.val_images = root / "annotations/person_keypoints_val.json", root / "val"
@@ -383,7 +384,7 @@ def evaluate_topdown(method: TopDownPose, recipe: TopDownRecipe, out_dir: str | 
                          progress=progress)
     if recipe.data.source == "mpii":
         return _evaluate_mpii(pred, recipe, out_dir)
-    image_ids = [reader[int(i)].image_id for i in pred["indices"]]
+    image_ids = [reader.image_ids[int(reader.owner[int(i)])] for i in pred["indices"]]  # no Sample per box
     results = to_coco_results(pred, image_ids, sk, recipe.eval.rescore_thr, recipe.eval.nms_thr)
     if not results:
         raise DataError("no predictions to evaluate (no boxes?)", file=str(recipe.data.val_ann))

@@ -302,6 +302,47 @@ def test_bf16_autocast_on_cpu(tmp_path):
     assert all(p.dtype == torch.float32 for p in model.parameters())  # master weights stay fp32
 
 
+class ToyImages(torch.utils.data.Dataset):
+    def __init__(self, n: int = 32) -> None:
+        g = torch.Generator().manual_seed(0)
+        self.x = torch.randn(n, 3, 12, 10, generator=g)
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {"image": self.x[i], "target": self.x[i, :2].flip(-1)}
+
+
+class ToyConv(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                                 nn.Conv2d(8, 2, 3, padding=1))
+        self.layouts: list[bool] = []
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        self.layouts.append(batch["image"].is_contiguous(memory_format=torch.channels_last))
+        return {"loss": ((self.net(batch["image"]) - batch["target"]) ** 2).mean()}
+
+
+def test_channels_last_trains_identically(tmp_path):
+    runs = {}
+    for cl in (False, True):
+        torch.manual_seed(0)
+        model = ToyConv()
+        Trainer(make_cfg(tmp_path, f"cl{cl}", channels_last=cl, epochs=2), model, ToyImages()).fit()
+        assert set(model.layouts) == {cl}
+        assert model.net[0].weight.is_contiguous(memory_format=torch.channels_last) == cl
+        runs[cl] = (losses(tmp_path / f"cl{cl}"), model)
+    np.testing.assert_allclose(runs[True][0], runs[False][0], rtol=1e-4)
+    plain = ToyConv()
+    plain.load_state_dict(load_weights(tmp_path / "clTrue" / "last"))  # saved contiguous: loads anywhere
+    x = ToyImages().x[:4]
+    with torch.no_grad():
+        np.testing.assert_allclose(plain.eval().net(x), runs[True][1].eval().net(x), atol=1e-5)
+
+
 def test_sampler_shards_and_resumes():
     single = list(ResumableSampler(10, seed=3))
     ranks = [list(ResumableSampler(10, seed=3, rank=r, world_size=2)) for r in range(2)]

@@ -52,7 +52,7 @@ def randomize_head(model: PoseModel) -> None:
 def test_registry_lists_every_family():
     expected = {"vitpose_tiny", "vitpose_small", "vitpose_base", "vitpose_large", "vitpose_huge",
                 "vitpose_base_simple", "hrnet_w32", "hrnet_w48", "simplebaseline_resnet50",
-                "simplebaseline_swin_base", "simplebaseline_tiny"}
+                "simplebaseline_swin_base", "simplebaseline_tiny", "lateral_tiny", "lateral_resnet18"}
     assert expected <= set(ALL)
     assert list_models("vitpose_b*") == ["vitpose_base", "vitpose_base_simple"]
     assert "vitpose_base" not in list_models("vitpose_*", exclude="*base*")
@@ -81,7 +81,7 @@ def test_register_model_warns_on_overwrite():
 
 
 # Backbone parameter counts of the brief (pose2d.md 2.1) and of the HRNet / SimpleBaseline papers.
-PARAMS_M = {
+PARAMS_M = {"lateral_resnet18": (11.1, 11.3), 
     "vitpose_small": (21.0, 22.5), "vitpose_base": (85.0, 87.0), "vitpose_large": (302.0, 305.0),
     "vitpose_huge": (629.0, 634.0),
 }
@@ -260,3 +260,13 @@ def test_bad_arguments_raise_clear_errors():
         create_model("simplebaseline_tiny", input_size=(96, 120))
     with pytest.raises(Exception, match="nope"):
         create_model("vitpose_tiny", skeleton="nope")
+
+
+def test_lateral_stride_2_heatmaps():
+    model = build("lateral_tiny", heatmap_stride=2, decoder_channels=16).eval()
+    assert model.heatmap_size == (48, 64) and model.default_cfg["heatmap_size"] == (48, 64)
+    with torch.no_grad():
+        out = model(torch.randn(2, 3, 128, 96))
+    assert out.shape == (2, 17, 64, 48) and torch.isfinite(out).all()
+    with pytest.raises(ValueError, match="no stride-3 feature map"):
+        build("lateral_tiny", heatmap_stride=3, input_size=(96, 96))

@@ -283,3 +283,21 @@ def test_dataset_items_and_predict_boxes(coco_dir):
     dx = np.abs(pred["keypoints"][..., 0] - (x + w / 2)[:, None])
     dy = np.abs(pred["keypoints"][..., 1] - (y + h / 2)[:, None])
     assert (dx[ok] <= half.repeat(17, 1)[ok]).all() and (dy[ok] <= half.repeat(17, 1)[ok]).all()
+
+
+def test_image_cache_gives_identical_items(coco_dir):
+    recipe = make_recipe(coco_dir, augment="light")
+    method = build_method(recipe)
+    reader = train_reader(recipe.data, "coco17")
+    plain = TopDownDataset(reader, build_transform(method, recipe.data, train=True))
+    cached = TopDownDataset(reader, build_transform(method, recipe.data, train=True), cache_images=True)
+    for rep in range(2):  # the second pass reads every image from the cache
+        for i in range(len(reader)):
+            np.random.seed(100 * rep + i)
+            a = plain[i]
+            np.random.seed(100 * rep + i)
+            b = cached[i]
+            for key in a:
+                torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
+    assert len(cached.cache) == len({reader[i].image_id for i in range(len(reader))})
+    assert plain.cache is None

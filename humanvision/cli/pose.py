@@ -59,7 +59,7 @@ def run_training(recipe, resume: bool = False, quiet: bool = False) -> dict:
     seed_everything(recipe.train.seed)  # the initial weights are a function of the recipe, like the data order
     method = build_method(recipe)
     dataset = TopDownDataset(train_reader(recipe.data, method.skeleton.name),
-                             build_transform(method, recipe.data, train=True))
+                             build_transform(method, recipe.data, train=True), cache_images=recipe.data.cache_images)
     out = Path(recipe.train.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     save_config(recipe, out / "config.yaml")
@@ -247,13 +247,13 @@ def infer(inputs: list[Path] = typer.Argument(..., help="Images, folders of imag
 # The built-in synthetic recipe of `humanvision demo`; configs/synthetic_tiny.yaml holds the same values.
 DEMO_RECIPE = {
     "name": "synthetic_tiny",
-    "model": {"name": "simplebaseline_tiny", "skeleton": "coco17", "input_size": [96, 128]},
-    "data": {"source": "synthetic", "synthetic_dir": "data/synthetic_coco", "synthetic_train": 9000,
-             "synthetic_val": 150, "synthetic_size": [256, 256], "synthetic_seed": 0, "augment": "flip"},
+    "model": {"name": "lateral_tiny", "skeleton": "coco17", "input_size": [96, 128]},
+    "data": {"source": "synthetic", "synthetic_dir": "data/synthetic_coco", "synthetic_train": 12000,
+             "synthetic_val": 150, "synthetic_size": [256, 256], "synthetic_seed": 0, "augment": "flip",
+             "cache_images": True},
     "train": {"epochs": 10, "batch_size": 32, "lr": 4e-3, "weight_decay": 1e-4, "schedule": "cosine",
-              "warmup_iters": 50, "clip_grad": 1.0, "precision": "bf16", "num_workers": 1, "best_metric": "AP",
-              "eval_every": 5,
-              "output_dir": "runs/synthetic_tiny", "log_every": 10},
+              "warmup_iters": 50, "clip_grad": 1.0, "precision": "bf16", "channels_last": True, "num_workers": 1,
+              "best_metric": "AP", "eval_every": 5, "output_dir": "runs/synthetic_tiny", "log_every": 10},
     "eval": {"flip_test": True, "batch_size": 64, "num_vis": 8},
 }
 

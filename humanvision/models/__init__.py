@@ -6,7 +6,8 @@
 ((96, 128), (24, 32))
 
 Families: :mod:`~humanvision.models.vitpose` (ViTPose S/B/L/H, classic and simple decoders),
-:mod:`~humanvision.models.simple_baseline` (SimpleBaseline on ResNet / Swin, HRNet). Every model has the surface
+:mod:`~humanvision.models.simple_baseline` (SimpleBaseline on ResNet / Swin, HRNet),
+:mod:`~humanvision.models.lateral` (CNN + feature-pyramid decoder, the CPU demo's model). Every model has the surface
 described in :mod:`humanvision.models._base`. Weights: :mod:`humanvision.models.weights` (our safetensors with a
 JSON sidecar, official ViTPose / MMPose checkpoints).
 """
@@ -14,11 +15,12 @@ JSON sidecar, official ViTPose / MMPose checkpoints).
 from humanvision.models._base import IMAGENET_MEAN, IMAGENET_STD, PoseModel, layer_decay_param_groups
 from humanvision.models._registry import create_model, is_model, list_models, model_entrypoint, register_model
 from humanvision.models.heads import DeconvHead, SimpleHead
+from humanvision.models.lateral import LateralPose
 from humanvision.models.simple_baseline import HRNetPose, SimpleBaseline
 from humanvision.models.vitpose import PaddedPatchEmbed, ViTPose
 
 __all__ = [
-    "IMAGENET_MEAN", "IMAGENET_STD", "DeconvHead", "HRNetPose", "PaddedPatchEmbed", "PoseModel", "SimpleBaseline",
+    "IMAGENET_MEAN", "IMAGENET_STD", "DeconvHead", "HRNetPose", "LateralPose", "PaddedPatchEmbed", "PoseModel", "SimpleBaseline",
     "SimpleHead", "ViTPose", "create_model", "is_model", "layer_decay_param_groups", "list_models",
     "model_entrypoint", "register_model",
 ]

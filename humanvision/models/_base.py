@@ -1,6 +1,7 @@
 """The uniform surface shared by every heatmap pose model, and layer-wise lr-decay parameter groups.
 
-Every model maps a normalised crop ``(B, 3, H, W)`` to heatmaps ``(B, K, H/4, W/4)``:
+Every model maps a normalised crop ``(B, 3, H, W)`` to heatmaps ``(B, K, H/s, W/s)``, ``s = heatmap_stride``
+(4 for every published model; 2 for the lateral networks that trade compute for sub-pixel precision on CPU):
 
 * ``forward(x) = forward_head(forward_features(x))``; features are ``(B, C, h, w)`` maps.
 * ``input_size`` and ``heatmap_size`` are ``(width, height)`` tuples (the codec convention); ``skeleton`` is the
@@ -49,13 +50,15 @@ class PoseModel(nn.Module):
     model_name: str = ""
 
     def __init__(self, skeleton: Any, input_size: int | tuple[int, int], *, udp: bool, codec: str,
-                 sigma: float = 2.0, layer_decay: float = 1.0, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> None:
+                 sigma: float = 2.0, layer_decay: float = 1.0, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                 heatmap_stride: int = 4) -> None:
         super().__init__()
         self.skeleton, self.num_joints = resolve_skeleton(skeleton)
         self.input_size = _pair(input_size, "input_size")
-        if self.input_size[0] % 4 or self.input_size[1] % 4:
-            raise ValueError(f"input_size {self.input_size} must be divisible by 4 (heatmaps are 1/4 size)")
-        self.heatmap_size = (self.input_size[0] // 4, self.input_size[1] // 4)
+        s = int(heatmap_stride)
+        if self.input_size[0] % s or self.input_size[1] % s:
+            raise ValueError(f"input_size {self.input_size} must be divisible by {s} (heatmaps are 1/{s} size)")
+        self.heatmap_size = (self.input_size[0] // s, self.input_size[1] // s)
         self.model_args: dict[str, Any] = {}
         self.default_cfg: dict[str, Any] = {
             "model": self.model_name, "skeleton": self.skeleton, "num_joints": self.num_joints,

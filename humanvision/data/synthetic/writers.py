@@ -18,13 +18,16 @@ multimodal     ``index.json`` + ``rgb/``, ``depth/`` (16-bit mm), ``parts/``, ``
 
 Every ``generate_*`` function takes ``num_images`` as an int (one split, ``split``) or a dict ``{split: n}``
 (e.g. ``{"train": 2000, "val": 200}``); splits draw disjoint frame indices from the same ``seed``, so a dataset
-is reproducible byte for byte and its splits never share a frame. ``progress(done, total)`` is called after every
+is reproducible byte for byte and its splits never share a frame. ``workers`` (coco, mpii, h36m, multimodal)
+renders in that many processes, with the same output. ``progress(done, total)`` is called after every
 frame. Each returns a summary dict (files, frames, people, visible joints).
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import multiprocessing
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -68,16 +71,30 @@ def select_joints(skeleton: str) -> np.ndarray:
     return np.array([JOINTS.index(j) for j in sk.joints])
 
 
-def _frames(cfg: SceneConfig, seed: int, splits: dict[str, int], progress: Progress, cameras=None):
-    total, done = sum(splits.values()), 0
-    for split, n in splits.items():
-        off = split_offset(split)
-        for i in range(n):
-            frame = generate_frame(cfg, seed, off + i, cameras=cameras)
-            yield split, i, frame
-            done += 1
-            if progress is not None:
-                progress(done, total)
+def _frame_at(cfg: SceneConfig, seed: int, cameras, index: int):
+    return generate_frame(cfg, seed, index, cameras=cameras)
+
+
+def _frames(cfg: SceneConfig, seed: int, splits: dict[str, int], progress: Progress, cameras=None,
+            workers: int = 1):
+    """Yield ``(split, i, frame)`` in order; ``workers > 1`` renders in that many processes (frames depend only on
+    ``(seed, index)``, so the output is identical for any number of workers)."""
+    jobs = [(split, i) for split, n in splits.items() for i in range(n)]
+    indices = [split_offset(split) + i for split, i in jobs]
+    render = functools.partial(_frame_at, cfg, seed, cameras)
+    if workers > 1 and len(jobs) > 1:
+        ctx = multiprocessing.get_context("spawn")  # no fork of a process that may hold OpenMP/torch threads
+        with ctx.Pool(min(int(workers), len(jobs))) as pool:
+            yield from _report(jobs, pool.imap(render, indices, chunksize=4), progress)
+    else:
+        yield from _report(jobs, map(render, indices), progress)
+
+
+def _report(jobs: list[tuple[str, int]], frames, progress: Progress):
+    for done, ((split, i), frame) in enumerate(zip(jobs, frames, strict=True), 1):
+        yield split, i, frame
+        if progress is not None:
+            progress(done, len(jobs))
 
 
 def _visible_people(view: View, sel: np.ndarray, min_area: int = 1) -> list[int]:
@@ -94,7 +111,7 @@ def _clip_box(box: np.ndarray, w: int, h: int) -> list[float]:
 # ------------------------------------------------------------------------------------------------- COCO
 def generate_coco(out_dir: str | Path, num_images: int | dict[str, int], size: tuple[int, int] = (256, 256),
                   seed: int = 0, split: str = "train", config: SceneConfig | None = None,
-                  progress: Progress = None, **overrides) -> dict:
+                  progress: Progress = None, workers: int = 1, **overrides) -> dict:
     """COCO person keypoints (coco17), one image per frame, plus noisy person detections.
 
     ``config`` (or keyword ``overrides`` of :class:`SceneConfig` fields, e.g. ``people=(1, 3)``) sets the scene;
@@ -108,7 +125,7 @@ def generate_coco(out_dir: str | Path, num_images: int | dict[str, int], size: t
     docs = {s: {"images": [], "annotations": []} for s in _splits(num_images, split)}
     dets: dict[str, list] = {s: [] for s in docs}
     ann_id, n_people, n_vis = 0, 0, 0
-    for s, i, frame in _frames(cfg, seed, _splits(num_images, split), progress):
+    for s, i, frame in _frames(cfg, seed, _splits(num_images, split), progress, workers=workers):
         view = frame.views[0]
         W, H = cfg.size
         image_id = i + 1
@@ -166,7 +183,7 @@ MPII_JOINT_NAMES = ("rank", "rkne", "rhip", "lhip", "lkne", "lank", "pelv", "tho
 
 def generate_mpii(out_dir: str | Path, num_images: int | dict[str, int], size: tuple[int, int] = (256, 256),
                   seed: int = 0, split: str = "train", config: SceneConfig | None = None,
-                  progress: Progress = None, **overrides) -> dict:
+                  progress: Progress = None, workers: int = 1, **overrides) -> dict:
     """MPII in mmpose's json (one record per person, 1-based pixels) plus ``mpii_gt_{split}.mat``.
 
     ``joints_vis`` is 1 for joints inside the image (MPII labels occluded joints too); ``jnt_missing`` is its
@@ -181,7 +198,7 @@ def generate_mpii(out_dir: str | Path, num_images: int | dict[str, int], size: t
     recs: dict[str, list] = {s: [] for s in _splits(num_images, split)}
     heads: dict[str, list] = {s: [] for s in recs}
     n_vis = 0
-    for s, i, frame in _frames(cfg, seed, _splits(num_images, split), progress):
+    for s, i, frame in _frames(cfg, seed, _splits(num_images, split), progress, workers=workers):
         view = frame.views[0]
         name = f"{split_offset(s) // 1_000_000_000}{i:06d}.png"
         write_image(out / "images" / name, view.rgb)
@@ -228,7 +245,7 @@ def _square_tlbr(box: np.ndarray, w: int, h: int) -> list[int]:
 
 def generate_h36m(out_dir: str | Path, num_images: int, size: tuple[int, int] = (1000, 1000), seed: int = 0,
                   views: int = 4, subjects: int = 1, actions: int = 1, config: SceneConfig | None = None,
-                  progress: Progress = None, **overrides) -> dict:
+                  progress: Progress = None, workers: int = 1, **overrides) -> dict:
     """Human3.6M-like multi-view frames with learnable-triangulation labels (one person, a fixed ring rig).
 
     Frames are spread over ``subjects`` (``S1``, ``S2``, ...) and ``actions`` (``Synthetic-1``, ...); every
@@ -249,7 +266,7 @@ def generate_h36m(out_dir: str | Path, num_images: int, size: tuple[int, int] = 
     folder = "imageSequence" if cfg.distortion else "imageSequence-undistorted"
     n = int(num_images)
     rows = []
-    for _, i, frame in _frames(cfg, seed, {"train": n}, progress, cameras=cams):
+    for _, i, frame in _frames(cfg, seed, {"train": n}, progress, cameras=cams, workers=workers):
         s, a = i * subjects // max(n, 1), (i * subjects * actions // max(n, 1)) % actions
         fidx = i
         bbs = []
@@ -360,7 +377,8 @@ def generate_itop(out_dir: str | Path, num_images: int | dict[str, int], seed: i
 # ------------------------------------------------------------------------------------------------- multi-modal
 def generate_multimodal(out_dir: str | Path, num_images: int | dict[str, int], size: tuple[int, int] = (320, 320),
                         seed: int = 0, split: str = "train", views: int = 1, skeleton: str = "mpii16",
-                        config: SceneConfig | None = None, progress: Progress = None, **overrides) -> dict:
+                        config: SceneConfig | None = None, progress: Progress = None, workers: int = 1,
+                        **overrides) -> dict:
     """Pixel-aligned RGB + depth (mm) + part/instance masks + 2D/3D keypoints (the ``index.json`` layout of
     :mod:`humanvision.data.readers.multimodal`), for contrastive pre-training (HCMoCo-style, ``mpii16`` joints by
     default). With ``views > 1`` every view of a frame is one sample (``attributes`` name the frame and view).
@@ -373,7 +391,7 @@ def generate_multimodal(out_dir: str | Path, num_images: int | dict[str, int], s
     splits = _splits(num_images, split)
     samples: dict[str, list] = {s: [] for s in splits}
     n_people = 0
-    for s, i, frame in _frames(cfg, seed, splits, progress):
+    for s, i, frame in _frames(cfg, seed, splits, progress, workers=workers):
         for vi, view in enumerate(frame.views):
             sid = f"{s}_{i:06d}" + (f"_v{vi}" if len(frame.views) > 1 else "")
             paths = {k: f"{k}/{sid}.png" for k in ("rgb", "depth", "parts", "instances")}

@@ -3,8 +3,9 @@
 1. Inference crops/s of ViTPose-B at 256x192 (model forward: crop -> heatmaps, no flip test), batch 1 and 32,
    fp32 and bf16 autocast, eager and ``torch.compile``; every row is also given as a ratio to the fp32, eager,
    batch-1 row measured in the same run (interleaved with it).
-2. Training images/s of the synthetic recipe's model (``simplebaseline_tiny`` at 96x128, batch 32: forward,
-   JointsMSE loss, backward, AdamW step with the engine's parameter groups) and its peak memory: on CUDA
+2. Training images/s of the synthetic recipe's model (``lateral_tiny`` at 128x96, batch 32: forward,
+   JointsMSE loss, backward, AdamW step with the engine's parameter groups) in fp32, bf16 autocast and bf16 +
+   channels-last (ratios to fp32), and its peak memory (fp32): on CUDA
    ``torch.cuda.max_memory_allocated``; on CPU the growth of the process's peak RSS (``ru_maxrss``) over the
    training loop, which runs first so that no earlier section has raised the peak.
 3. Data pipeline crops/s per worker: ``TopDownDataset`` over a freshly synthesised COCO-format set (the synthetic
@@ -139,46 +140,60 @@ def peak_rss_mib() -> float:
 
 
 def bench_training(device: torch.device, quick: bool, console, batch: int = 32) -> dict:
+    """The demo recipe's model: fp32, then bf16 autocast, then bf16 + channels-last (the recipe's setting), each as
+    a ratio to fp32. Peak memory is measured over the fp32 run, which comes first."""
+    from humanvision.cli.pose import DEMO_RECIPE
     from humanvision.codecs import UDPHeatmap
-    from humanvision.engine import build_optimizer, param_groups
+    from humanvision.engine import build_optimizer, move_to, param_groups
     from humanvision.methods.topdown import TopDownPose
     from humanvision.models import create_model
 
+    name, (w, h) = DEMO_RECIPE["model"]["name"], DEMO_RECIPE["model"]["input_size"]
     rss0 = peak_rss_mib()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
         mem0 = torch.cuda.memory_allocated(device)
-    torch.manual_seed(0)
-    model = create_model("simplebaseline_tiny", input_size=(96, 128))
-    method = TopDownPose(model, UDPHeatmap(model.input_size, model.heatmap_size, sigma=2.0), "coco17").to(device)
-    method.train()
-    optimizer = build_optimizer(param_groups(method, 1e-4, None), "adamw", 2e-3)
-    (w, h), (hw, hh) = model.input_size, model.heatmap_size
-    g = torch.Generator().manual_seed(0)
-    data = {"image": torch.randn(batch, 3, h, w, generator=g),
-            "heatmaps": torch.rand(batch, 17, hh, hw, generator=g),
-            "keypoint_weights": (torch.rand(batch, 17, generator=g) > 0.2).float()}
-    data = {k: v.to(device) for k, v in data.items()}
+    out: dict = {"model": name, "input": f"{h}x{w}", "batch": batch, "optimizer": "adamw", "rows": []}
+    for precision, channels_last in (("fp32", False), ("bf16", False), ("bf16", True)):
+        torch.manual_seed(0)
+        model = create_model(name, input_size=(w, h))
+        method = TopDownPose(model, UDPHeatmap(model.input_size, model.heatmap_size, sigma=2.0), "coco17")
+        method = method.to(device).train()
+        if channels_last:
+            method.to(memory_format=torch.channels_last)
+        optimizer = build_optimizer(param_groups(method, 1e-4, None), "adamw", 2e-3)
+        hw, hh = model.heatmap_size
+        g = torch.Generator().manual_seed(0)
+        data = {"image": torch.randn(batch, 3, h, w, generator=g),
+                "heatmaps": torch.rand(batch, 17, hh, hw, generator=g),
+                "keypoint_weights": (torch.rand(batch, 17, generator=g) > 0.2).float()}
+        data = move_to(data, device, channels_last)
 
-    def step() -> None:
-        loss = method(data)["loss"]
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        def step(method=method, optimizer=optimizer, data=data, bf16=precision == "bf16") -> None:
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                loss = method(data)["loss"]
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
 
-    with console.status(f"training step simplebaseline_tiny 96x128 batch {batch}"):
-        sec, n = measure(step, device, warmup=2, min_iters=5 if quick else 20,
-                         min_time=3.0 if quick else 10.0, max_iters=1000)
-    out = {"model": "simplebaseline_tiny", "input": f"{h}x{w}", "batch": batch, "precision": "fp32",
-           "optimizer": "adamw", "ms_per_step": 1e3 * sec, "images_per_s": batch / sec, "timed_iters": n,
-           "params_m": sum(p.numel() for p in method.parameters()) / 1e6}
-    if device.type == "cuda":
-        out["peak_mem_mib"] = (torch.cuda.max_memory_allocated(device) - mem0) / 2**20
-        out["peak_mem_kind"] = "torch.cuda.max_memory_allocated (above the memory in use before)"
-    else:
-        out["peak_mem_mib"] = peak_rss_mib() - rss0
-        out["peak_mem_kind"] = "growth of the process peak RSS (ru_maxrss) over model + optimiser + steps"
-    console.log(f"training: {out['images_per_s']:.1f} images/s, peak memory +{out['peak_mem_mib']:.0f} MiB")
+        label = f"{precision}{' channels-last' if channels_last else ''}"
+        with console.status(f"training step {name} {h}x{w} batch {batch} {label}"):
+            sec, n = measure(step, device, warmup=2, min_iters=5 if quick else 20,
+                             min_time=3.0 if quick else 10.0, max_iters=1000)
+        row = {"precision": precision, "channels_last": channels_last, "ms_per_step": 1e3 * sec,
+               "images_per_s": batch / sec, "timed_iters": n}
+        if not out["rows"]:
+            out["params_m"] = sum(p.numel() for p in method.parameters()) / 1e6
+            if device.type == "cuda":
+                out["peak_mem_mib"] = (torch.cuda.max_memory_allocated(device) - mem0) / 2**20
+                out["peak_mem_kind"] = "torch.cuda.max_memory_allocated (above the memory in use before), fp32"
+            else:
+                out["peak_mem_mib"] = peak_rss_mib() - rss0
+                out["peak_mem_kind"] = "growth of the process peak RSS (ru_maxrss) over model + optimiser + steps, fp32"
+        row["ratio_to_fp32"] = row["images_per_s"] / out["rows"][0]["images_per_s"] if out["rows"] else 1.0
+        out["rows"].append(row)
+        console.log(f"training {label}: {row['images_per_s']:.1f} images/s ({row['ratio_to_fp32']:.2f}x fp32)")
+    console.log(f"training peak memory +{out['peak_mem_mib']:.0f} MiB")
     return out
 
 
@@ -222,6 +237,17 @@ def bench_data(quick: bool, console) -> dict:
                         dataset[i]
                     n += len(dataset)
                 sec = time.perf_counter() - t0
+            if mode == "train":  # the recipe's cache_images: decoded images kept after a first pass
+                cached = TopDownDataset(reader, build_transform(method, recipe.data, train=True), cache_images=True)
+                for i in range(len(cached)):
+                    cached[i]
+                k, t1 = 0, time.perf_counter()
+                while k == 0 or time.perf_counter() - t1 < min_time:
+                    for i in range(len(cached)):
+                        cached[i]
+                    k += len(cached)
+                out["train_cached_crops_per_s"] = k / (time.perf_counter() - t1)
+                console.log(f"data pipeline train, cached images: {out['train_cached_crops_per_s']:.1f} crops/s")
             out[f"{mode}_crops"] = len(dataset)
             out[f"{mode}_crops_timed"] = n
             out[f"{mode}_crops_per_s"] = n / sec
@@ -284,11 +310,15 @@ def main(argv: list[str] | None = None) -> dict:
     table = Table(title="training step and data pipeline")
     table.add_column("")
     table.add_column("value", justify="right")
-    table.add_row(f"train {training['model']} {training['input']} b{training['batch']} fwd+bwd+AdamW",
-                  f"{training['images_per_s']:.1f} images/s ({training['ms_per_step']:.0f} ms/step)")
-    table.add_row("train peak memory", f"+{training['peak_mem_mib']:.0f} MiB")
+    for r in training["rows"]:
+        layout = " channels-last" if r["channels_last"] else ""
+        table.add_row(f"train {training['model']} {training['input']} b{training['batch']} {r['precision']}{layout}",
+                      f"{r['images_per_s']:.1f} images/s ({r['ms_per_step']:.0f} ms/step, "
+                      f"{r['ratio_to_fp32']:.2f}x fp32)")
+    table.add_row("train peak memory (fp32)", f"+{training['peak_mem_mib']:.0f} MiB")
     table.add_row(f"data pipeline, train mode ({data['train_crops']} crops)",
                   f"{data['train_crops_per_s']:.1f} crops/s per worker")
+    table.add_row("data pipeline, train mode, cached images", f"{data['train_cached_crops_per_s']:.1f} crops/s per worker")
     table.add_row(f"data pipeline, inference mode ({data['inference_crops']} crops)",
                   f"{data['inference_crops_per_s']:.1f} crops/s per worker")
     table.add_row("synthetic data generation", f"{data['synthesis_images_per_s']:.1f} images/s")

@@ -247,13 +247,13 @@ def infer(inputs: list[Path] = typer.Argument(..., help="Images, folders of imag
 # The built-in synthetic recipe of `humanvision demo`; configs/synthetic_tiny.yaml holds the same values.
 DEMO_RECIPE = {
     "name": "synthetic_tiny",
-    "model": {"name": "lateral_tiny", "skeleton": "coco17", "input_size": [96, 128]},
+    "model": {"name": "lateral_tiny", "skeleton": "coco17", "input_size": [144, 192]},
     "data": {"source": "synthetic", "synthetic_dir": "data/synthetic_coco", "synthetic_train": 12000,
              "synthetic_val": 150, "synthetic_size": [256, 256], "synthetic_seed": 0, "augment": "flip",
              "cache_images": True},
-    "train": {"epochs": 10, "batch_size": 32, "lr": 4e-3, "weight_decay": 1e-4, "schedule": "cosine",
-              "warmup_iters": 50, "clip_grad": 1.0, "precision": "bf16", "channels_last": True, "num_workers": 1,
-              "best_metric": "AP", "eval_every": 5, "output_dir": "runs/synthetic_tiny", "log_every": 10},
+    "train": {"epochs": 8, "batch_size": 32, "lr": 4e-3, "weight_decay": 1e-4, "schedule": "cosine",
+              "warmup_iters": 50, "clip_grad": 1.0, "precision": "bf16", "channels_last": True, "num_workers": 0,
+              "best_metric": "AP", "eval_every": 4, "output_dir": "runs/synthetic_tiny", "log_every": 10},
     "eval": {"flip_test": True, "batch_size": 64, "num_vis": 8},
 }
 

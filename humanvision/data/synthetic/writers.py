@@ -83,7 +83,10 @@ def _frames(cfg: SceneConfig, seed: int, splits: dict[str, int], progress: Progr
     indices = [split_offset(split) + i for split, i in jobs]
     render = functools.partial(_frame_at, cfg, seed, cameras)
     if workers > 1 and len(jobs) > 1:
-        ctx = multiprocessing.get_context("spawn")  # no fork of a process that may hold OpenMP/torch threads
+        # fork where there is one (Linux): the children only run numpy, and unlike spawn it does not re-import the
+        # caller's __main__ (a script without an ``if __name__ == "__main__"`` guard would start itself again)
+        methods = multiprocessing.get_all_start_methods()
+        ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
         with ctx.Pool(min(int(workers), len(jobs))) as pool:
             yield from _report(jobs, pool.imap(render, indices, chunksize=4), progress)
     else:

@@ -40,8 +40,8 @@ def synth(
     distortion: bool = typer.Option(False, "--distortion", help="Give rig cameras lens distortion (h36m model)."),
     occluders: float = typer.Option(0.25, "--occluders", min=0.0, max=1.0, help="Occluder probability."),
     sheet: bool = typer.Option(True, "--sheet/--no-sheet", help="Write contact_sheet.png."),
-    workers: int = typer.Option(0, "--workers", min=0, help="Rendering processes (0: one per CPU core); the "
-                                "output does not depend on it."),
+    workers: int = typer.Option(0, "--workers", min=0, help="Rendering processes (0: one per CPU core; "
+                                "itop renders in one); the output does not depend on it."),
 ) -> None:
     """Render synthetic people and write them as a dataset in FORMAT (readable by humanvision's readers)."""
     from rich.console import Console

@@ -7,9 +7,9 @@
 
 Families: :mod:`~humanvision.models.vitpose` (ViTPose S/B/L/H, classic and simple decoders),
 :mod:`~humanvision.models.simple_baseline` (SimpleBaseline on ResNet / Swin, HRNet),
-:mod:`~humanvision.models.lateral` (CNN + feature-pyramid decoder, the CPU demo's model). Every model has the surface
-described in :mod:`humanvision.models._base`. Weights: :mod:`humanvision.models.weights` (our safetensors with a
-JSON sidecar, official ViTPose / MMPose checkpoints).
+:mod:`~humanvision.models.lateral` (CNN + feature-pyramid decoder, the CPU demo's model). Every model has the
+surface described in :mod:`humanvision.models._base`. Weights: :mod:`humanvision.models.weights` (our
+safetensors with a JSON sidecar, official ViTPose / MMPose checkpoints).
 """
 
 from humanvision.models._base import IMAGENET_MEAN, IMAGENET_STD, PoseModel, layer_decay_param_groups
@@ -20,7 +20,7 @@ from humanvision.models.simple_baseline import HRNetPose, SimpleBaseline
 from humanvision.models.vitpose import PaddedPatchEmbed, ViTPose
 
 __all__ = [
-    "IMAGENET_MEAN", "IMAGENET_STD", "DeconvHead", "HRNetPose", "LateralPose", "PaddedPatchEmbed", "PoseModel", "SimpleBaseline",
-    "SimpleHead", "ViTPose", "create_model", "is_model", "layer_decay_param_groups", "list_models",
+    "IMAGENET_MEAN", "IMAGENET_STD", "DeconvHead", "HRNetPose", "LateralPose", "PaddedPatchEmbed", "PoseModel",
+    "SimpleBaseline", "SimpleHead", "ViTPose", "create_model", "is_model", "layer_decay_param_groups", "list_models",
     "model_entrypoint", "register_model",
 ]

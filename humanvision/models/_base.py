@@ -22,7 +22,8 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "PoseModel", "layer_decay_param_groups", "resolve_skeleton"]
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "PoseModel", "build_variant", "layer_decay_param_groups",
+           "resolve_skeleton"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -119,3 +120,14 @@ def layer_decay_param_groups(model: PoseModel, weight_decay: float, layer_decay:
         g["params"].append(p)
         g["param_names"].append(name)
     return [groups[k] for k in sorted(groups)]
+
+
+def build_variant(cls: type[PoseModel], variant: str, skeleton: Any, model_args: dict[str, Any],
+                  kwargs: dict[str, Any]) -> PoseModel:
+    """``cls(skeleton, **model_args, **kwargs)`` named ``variant``: the body of every registered entry point.
+    ``model_args`` (the variant's defaults) are overridden by the caller's ``kwargs``, which ``model_args`` of the
+    model records (so a saved model is rebuilt as ``create_model(variant, **model.model_args)``)."""
+    model = cls(skeleton=skeleton, **{**model_args, **kwargs})
+    model.model_name = model.default_cfg["model"] = variant
+    model.model_args = {"skeleton": model.skeleton, **kwargs}
+    return model

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from humanvision.models._base import PoseModel
+from humanvision.models._base import PoseModel, build_variant
 from humanvision.models._registry import register_model
 
 __all__ = ["LateralPose"]
@@ -72,10 +72,7 @@ class LateralPose(PoseModel):
 
 
 def _lateral(variant: str, skeleton: Any, model_args: dict[str, Any], kwargs: dict[str, Any]) -> LateralPose:
-    model = LateralPose(skeleton=skeleton, **{**model_args, **kwargs})
-    model.model_name = model.default_cfg["model"] = variant
-    model.model_args = {"skeleton": model.skeleton, **kwargs}
-    return model
+    return build_variant(LateralPose, variant, skeleton, model_args, kwargs)
 
 
 @register_model

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from humanvision.models._base import PoseModel
+from humanvision.models._base import PoseModel, build_variant
 from humanvision.models._registry import register_model
 from humanvision.models.heads import DeconvHead
 
@@ -150,18 +150,12 @@ class HRNetPose(PoseModel):
         return self._run(b.stage4, xl)[0]
 
 
-def _finish(model: PoseModel, variant: str, kwargs: dict[str, Any]) -> PoseModel:
-    model.model_name = model.default_cfg["model"] = variant
-    model.model_args = {"skeleton": model.skeleton, **kwargs}
-    return model
-
-
 def _simple_baseline(variant: str, skeleton: Any, model_args: dict[str, Any], kwargs: dict[str, Any]):
-    return _finish(SimpleBaseline(skeleton=skeleton, **{**model_args, **kwargs}), variant, kwargs)
+    return build_variant(SimpleBaseline, variant, skeleton, model_args, kwargs)
 
 
 def _hrnet(variant: str, skeleton: Any, model_args: dict[str, Any], kwargs: dict[str, Any]):
-    return _finish(HRNetPose(skeleton=skeleton, **{**model_args, **kwargs}), variant, kwargs)
+    return build_variant(HRNetPose, variant, skeleton, model_args, kwargs)
 
 
 @register_model

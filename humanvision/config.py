@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from pathlib import Path
@@ -84,6 +85,9 @@ def _type_name(tp: Any) -> str:
     return str(tp).replace("typing.", "")
 
 
+_EXPONENT_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
 def _coerce(value: Any, tp: Any, key: str, field_meta: dict | None = None) -> Any:
     """Check ``value`` against the annotation ``tp``; convert where lossless (int -> float, str -> Path, list -> tuple)."""
     origin = get_origin(tp)
@@ -136,6 +140,8 @@ def _coerce(value: Any, tp: Any, key: str, field_meta: dict | None = None) -> An
             raise ConfigError(f"{key}: expected int, got {type(value).__name__} {value!r}")
         return value
     if tp is float:
+        if isinstance(value, str) and _EXPONENT_FLOAT.fullmatch(value.strip()):
+            return float(value)  # YAML 1.2 floats such as 3e-3, which PyYAML (YAML 1.1) leaves as strings
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: expected float, got {type(value).__name__} {value!r}")
         return float(value)

@@ -37,6 +37,10 @@ def test_load_with_overrides_and_types(tmp_path):
     p.write_text(f"name: demo\ntrain:\n  lr: 1\n  milestones: [3, 4]\ndata:\n  ann: {ann}\n")
     cfg = load_config(p, Recipe, overrides=["train.epochs=3", "train.schedule=cosine", "train.clip_grad=1.5"])
     assert cfg.train.lr == 1.0 and isinstance(cfg.train.lr, float)
+    # YAML 1.1 (PyYAML) reads 3e-3 as a string; a float field takes it, a str field keeps it a string
+    assert load_config(p, Recipe, overrides=["train.lr=3e-3"]).train.lr == 0.003
+    assert load_config(p, Recipe, overrides=["train.clip_grad=-2E+1"]).train.clip_grad == -20.0
+    assert load_config(p, Recipe, overrides=["name=1e5"]).name == "1e5"
     assert cfg.train.epochs == 3 and cfg.train.schedule == "cosine" and cfg.train.milestones == (3, 4)
     assert cfg.data.ann == ann and cfg.data.input_size == (192, 256)
     save_config(cfg, tmp_path / "resolved.yaml")
@@ -47,6 +51,7 @@ def test_load_with_overrides_and_types(tmp_path):
 @pytest.mark.parametrize("data, overrides, message", [
     ({"name": "x", "train": {"lrr": 1}}, [], r"unknown key train.lrr; did you mean train.lr"),
     ({"name": "x"}, ["train.epochs=ten"], r"train.epochs: expected int, got str 'ten'"),
+    ({"name": "x"}, ["train.lr=1e-3x"], r"train.lr: expected float, got str '1e-3x'"),
     ({"name": "x"}, ["train.schedule=linear"], r"train.schedule: expected one of \['step', 'cosine'\]"),
     ({"name": "x"}, ["data.ann=/no/such/file.json"], r"data.ann: file not found: /no/such/file.json"),
     ({"train": {}}, [], r"missing required key name"),

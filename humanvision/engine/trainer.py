@@ -268,10 +268,11 @@ class Trainer:
             while self.epoch < cfg.epochs and not self._done():
                 self._train_epoch()
                 if self.epoch_step < self.steps_per_epoch:  # stopped by max_steps / max_minutes inside the epoch
-                    if self._time_up() and self.eval_fn is not None:
+                    if self._time_up():
                         self.logger.print(f"time budget of {cfg.max_minutes:g} min used up at step {self.step} "
                                           f"(epoch {self.epoch + 1}, step {self.epoch_step} of {self.steps_per_epoch})")
-                        self.evaluate()
+                        if self.eval_fn is not None:
+                            self.evaluate()
                     break
                 self.epoch, self.epoch_step = self.epoch + 1, 0
                 last = self.epoch == cfg.epochs or self._done()

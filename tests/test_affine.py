@@ -43,7 +43,7 @@ def test_box_helpers_batched_and_inverse():
     wh = fix_aspect_ratio(b[..., 2:], 0.75)
     np.testing.assert_allclose(wh[..., 0] / wh[..., 1], 0.75)
     assert np.all(wh >= b[..., 2:] - 1e-9)  # only grows
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"bbox must have shape \(\.\.\., 4\), got \(3,\)"):
         bbox_xywh_to_cs([1, 2, 3])
 
 

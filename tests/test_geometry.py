@@ -401,19 +401,19 @@ def test_dlt_torch_matches_numpy_and_gradients_flow():
 
 def test_shape_errors_name_the_argument():
     P, uv = np.zeros((4, 3, 4)), np.zeros((2, 4, 17, 2))
-    with pytest.raises(DataError) as e:
+    with pytest.raises(DataError, match=r"has 4 views .* but P has 3") as e:
         triangulate_dlt(P[:3], uv)
     assert e.value.field == "uv"
-    with pytest.raises(DataError) as e:
+    with pytest.raises(DataError, match=r"expected shape \(\.\.\., V, 3, 4\), got \(4, 3, 3\)") as e:
         triangulate_dlt(P[..., :3], uv)
     assert e.value.field == "P"
-    with pytest.raises(DataError) as e:
+    with pytest.raises(DataError, match=r"= \(\.\.\., 4, 17\) matching uv, got \(2, 4, 16\)") as e:
         triangulate_dlt(P, uv, np.ones((2, 4, 16)))
     assert e.value.field == "conf"
     with pytest.raises(DataError) as e:
         triangulate_dlt(P[:1], uv[:, :1])
     assert e.value.field == "P" and "at least 2 views" in str(e.value)
-    with pytest.raises(DataError) as e:
+    with pytest.raises(DataError, match=r"expected shape \(\.\.\., 3\), got \(5, 2\)") as e:
         project_points(np.zeros((5, 2)), np.eye(3))
     assert e.value.field == "X"
 

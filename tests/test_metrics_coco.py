@@ -206,9 +206,13 @@ def test_oks_properties():
     assert keypoint_oks(inside + 100, g3, np.array([800.0]), sig, box)[0, 0] < 1.0
     assert keypoint_oks(inside, g3, np.array([800.0]), sig)[0, 0] == 0.0
     # batched leading dims
-    many = keypoint_oks(rng.uniform(0, 100, (3, 4, 17, 2)), np.repeat(gt, 5, 0)[None].repeat(3, 0),
-                        np.full((3, 5), 900.0), sig)
-    assert many.shape == (3, 4, 5) and np.all((many >= 0) & (many <= 1))
+    dts, gts = rng.uniform(0, 100, (3, 4, 17, 2)), np.repeat(gt, 5, 0)[None].repeat(3, 0)
+    gts[..., :2] += rng.uniform(-5, 5, gts[..., :2].shape)
+    many = keypoint_oks(dts, gts, np.full((3, 5), 900.0), sig)
+    assert many.shape == (3, 4, 5)
+    for b in range(3):  # each batch element is the unbatched call
+        np.testing.assert_array_equal(many[b], keypoint_oks(dts[b], gts[b], np.full(5, 900.0), sig))
+    assert 0 < many.min() and many.max() < 1
 
 
 def test_evaluator_accumulates_batches_and_matches_one_shot():

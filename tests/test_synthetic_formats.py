@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import cv2
 import numpy as np
 import pytest
 
@@ -99,22 +100,61 @@ def test_h36m_round_trip_with_distortion(tmp_path):
     from humanvision.data.synthetic.scene import make_rig
 
     rig = make_rig(3, (160, 160), np.random.default_rng([0, 2**31 - 1]), distortion=True)
-    frames = [generate_frame(SceneConfig(size=(160, 160), views=3, distortion=True), 0, i, cameras=rig)
-              for i in range(3)]
+    cfg = SceneConfig(size=(160, 160), views=3, distortion=True)
+    frames = [generate_frame(cfg, 0, i, cameras=rig, amodal=True) for i in range(3)]
     sel = select_joints("h36m17")
     for i, f in enumerate(frames):
         s = reader[i]
         assert np.abs(s.keypoints_3d[0] - f.joints_world[0, sel]).max() < 1e-2  # float32 mm
-        assert len(s.views) == sum(v.areas[0] > 0 for v in f.views)
-        for sv, view in zip(s.views, [v for v in f.views if v.areas[0] > 0]):
+        seen = [v for v in f.views if v.amodal_boxes[0, 2] > 0]
+        assert len(s.views) == len(seen) > 0
+        for sv, view in zip(s.views, seen):
             cam = sv.camera
             assert cam.name == view.camera.name and cam.dist_model == "h36m"
             assert np.allclose(cam.K, view.camera.K, atol=1e-3) and np.allclose(cam.dist, view.camera.dist, atol=1e-6)
             # the stored camera projects the stored 3D joints onto the rendered 2D keypoints
             assert np.abs(cam.project(s.keypoints_3d[0].astype(np.float64)) - view.keypoints_2d[0, sel]).max() < 0.05
             w, h = sv.boxes[0, 2:]
-            assert abs(w - h) <= 1 and w >= view.boxes[0, 2:].max() - 1
+            assert abs(w - h) <= 1 and w >= view.amodal_boxes[0, 2:].max() - 1
             assert sv.load_image().shape == (160, 160, 3)
+
+
+def _project_h36m(world: np.ndarray, cam) -> np.ndarray:
+    """Pixels of world points with a labels-file camera: the pinhole part by ``cv2.projectPoints``, then the
+    Human3.6M (Martinez) lens model of pose3d.md §1.4 written out here, independently of the library."""
+    K = cam["K"].astype(np.float64)
+    rvec = cv2.Rodrigues(cam["R"].astype(np.float64))[0]
+    uv = cv2.projectPoints(world.astype(np.float64), rvec, cam["t"].astype(np.float64), K, None)[0][:, 0]
+    x, y = (uv[:, 0] - K[0, 2]) / K[0, 0], (uv[:, 1] - K[1, 2]) / K[1, 1]
+    k1, k2, p1, p2, k3 = cam["dist"].astype(np.float64)
+    r2 = x * x + y * y
+    radial = 1 + k1 * r2 + k2 * r2**2 + k3 * r2**3
+    xd = x * radial + p1 * x * y + p2 * (x * x + r2)
+    yd = y * radial + p2 * x * y + p1 * (y * y + r2)
+    return np.stack([K[0, 0] * xd + K[0, 2], K[1, 1] * yd + K[1, 2]], -1)
+
+
+@pytest.mark.parametrize("distortion", [False, True])
+def test_h36m_boxes_cover_the_whole_person_behind_occluders(tmp_path, distortion):
+    """Human3.6M boxes come from the unoccluded person mask: with occluders in every frame, every projected 3D
+    joint still lies in its view's box, and the box is no bigger than the joints' extent plus the body around
+    them (hands and feet reach ~250 mm past wrists and ankles)."""
+    generate_h36m(tmp_path, 4, size=(160, 160), seed=0, views=4, distortion=distortion, occluder_prob=1.0,
+                  max_occluders=3)
+    labels = np.load(tmp_path / "human36m-multiview-labels-GTbboxes.npy", allow_pickle=True).item()
+    assert (labels["cameras"]["dist"] != 0).any() == distortion
+    for row in labels["table"]:
+        for cam, tlbr in zip(labels["cameras"][row["subject_idx"]], row["bbox_by_camera_tlbr"], strict=True):
+            uv = _project_h36m(row["keypoints"], cam)
+            assert ((uv > 0) & (uv < 159)).all()  # the person is inside the image: every joint must be boxed
+            top, left, bottom, right = tlbr.astype(np.float64)
+            assert bottom - top == right - left > 0
+            where = (row["frame_idx"], uv, tlbr)
+            assert (uv[:, 0] >= left - 1.5).all() and (uv[:, 0] <= right + 1.5).all(), where
+            assert (uv[:, 1] >= top - 1.5).all() and (uv[:, 1] <= bottom + 1.5).all(), where
+            depth = (row["keypoints"] @ cam["R"].T + cam["t"][:, 0])[:, 2]
+            body_px = cam["K"][0, 0] * 250.0 / depth.min()
+            assert bottom - top <= np.ptp(uv, axis=0).max() + 2 * body_px + 2
 
 
 def test_itop_round_trip(tmp_path):

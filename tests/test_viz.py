@@ -149,6 +149,10 @@ def test_plot_skeleton_3d_png(tmp_path):
     limits = np.array([ax.get_xlim(), ax.get_ylim(), ax.get_zlim()])
     spans = np.diff(limits, axis=1).ravel()
     np.testing.assert_allclose(spans, spans[0])  # equal aspect
-    assert matplotlib.get_backend() is not None
+    # each limb is a magenta segment between its joints, with the data axes mapped to the plot: y up -> -y
+    for line, (a, b) in zip(ax.lines, h36m.limbs, strict=True):
+        assert matplotlib.colors.to_rgb(line.get_color()) == (1.0, 0.0, 1.0)
+        want = pose[[a, b]][:, [0, 2, 1]] * [1.0, 1.0, -1.0]
+        np.testing.assert_allclose(np.array(line.get_data_3d()).T, want)
     with pytest.raises(DataError, match="field joints3d"):
         plot_skeleton_3d(np.zeros((16, 3)), h36m, tmp_path / "bad.png")

@@ -13,7 +13,11 @@ Per view (:class:`View`) the annotations follow :mod:`humanvision.data.sample` c
   minus the joint's radius (:attr:`~.body.PosedBody.joint_radius`), i.e. some surface other than the joint's own
   body part is in front of it; face points on the far side of the head are hidden by the head itself;
 * ``keypoints_cam`` ``(N, K, 3)`` camera-frame mm; ``boxes`` ``(N, 4)`` xywh tight around the visible pixels of
-  the person's instance mask (pixel ``j`` covers ``[j - 0.5, j + 0.5]``), ``areas`` their pixel counts.
+  the person's instance mask (pixel ``j`` covers ``[j - 0.5, j + 0.5]``), ``areas`` their pixel counts;
+* ``amodal_boxes`` ``(N, 4)`` xywh (with ``generate_frame(..., amodal=True)``, else None): the same tight box
+  around the person's *whole* silhouette, rendered alone (no occluders, no other people, no ground), clipped
+  to the image; zeros where the person is not in the image. Human3.6M's boxes are of this kind (they come from
+  the unoccluded person mask of background subtraction).
 """
 
 from __future__ import annotations
@@ -92,6 +96,7 @@ class View:
     keypoints_cam: np.ndarray
     boxes: np.ndarray
     areas: np.ndarray
+    amodal_boxes: np.ndarray | None = None
 
 
 @dataclass
@@ -299,17 +304,34 @@ def annotate(camera: Camera, depth: np.ndarray, instances: np.ndarray, joints: n
     boxes = np.zeros((n, 4))
     areas = np.zeros(n, dtype=np.int64)
     for i in range(n):
-        ys, xs = np.nonzero(instances == i + 1)
-        if len(xs):
-            boxes[i] = (xs.min() - 0.5, ys.min() - 0.5, xs.max() - xs.min() + 1.0, ys.max() - ys.min() + 1.0)
-            areas[i] = len(xs)
+        boxes[i], areas[i] = _mask_box(instances == i + 1)
     return kp, vis, kc, boxes, areas
 
 
-def generate_frame(cfg: SceneConfig, seed: int, index: int, cameras: list[Camera] | None = None) -> Frame:
+def _mask_box(mask: np.ndarray) -> tuple[np.ndarray, int]:
+    """xywh box tight around the pixels of a boolean mask (pixel ``j`` covers ``[j - 0.5, j + 0.5]``) and
+    their count; zeros for an empty mask."""
+    ys, xs = np.nonzero(mask)
+    if not len(xs):
+        return np.zeros(4), 0
+    box = np.array([xs.min() - 0.5, ys.min() - 0.5, xs.max() - xs.min() + 1.0, ys.max() - ys.min() + 1.0])
+    return box, len(xs)
+
+
+def _silhouette_box(person: PrimitiveSet, camera: Camera) -> np.ndarray:
+    """xywh box of one person's whole silhouette: the person rendered alone (no occluders, no ground)."""
+    H, W = camera.height, camera.width
+    alone = render(person, camera, Background(np.zeros((H, W, 3), np.float32), ground=False),
+                   np.array([0.0, 0.0, 1.0]), rgb=False)
+    return _mask_box(alone.instances > 0)[0]
+
+
+def generate_frame(cfg: SceneConfig, seed: int, index: int, cameras: list[Camera] | None = None,
+                   amodal: bool = False) -> Frame:
     """Generate frame ``index`` of the dataset seeded by ``seed`` (deterministic; see module docstring).
 
     ``cameras`` overrides the configured cameras (e.g. one fixed rig for a whole multi-view dataset).
+    ``amodal`` also fills each view's ``amodal_boxes`` (one extra depth-only render per person and view).
     """
     rng = np.random.default_rng([int(seed), int(index)])
     W, H = cfg.size
@@ -338,5 +360,8 @@ def generate_frame(cfg: SceneConfig, seed: int, index: int, cameras: list[Camera
                         ground=cfg.ground, ground_colours=ground_cols, tile=tile)
         out = render(scene, cam, bg, light, ambient, diffuse, rgb=cfg.rgb)
         kp, vis, kc, boxes, areas = annotate(cam, out.depth, out.instances, joints, radius)
-        frame.views.append(View(cam, out.rgb, out.depth, out.parts, out.instances, kp, vis, kc, boxes, areas))
+        view = View(cam, out.rgb, out.depth, out.parts, out.instances, kp, vis, kc, boxes, areas)
+        if amodal:
+            view.amodal_boxes = np.stack([_silhouette_box(person, cam) for person in prims[:len(bodies)]])
+        frame.views.append(view)
     return frame

@@ -9,7 +9,8 @@ coco           ``{split}/{id:012d}.png``, ``annotations/person_keypoints_{split}
                detection-results layout)
 mpii           ``images/{id:06d}.png``, ``annotations/mpii_{split}.json`` (mmpose json, 1-based ``center`` and
                ``joints``, ``scale`` = box side / 200) and ``annotations/mpii_gt_{split}.mat`` (PCKh ground truth)
-h36m           ``human36m-multiview-labels-GTbboxes.npy`` (learnable-triangulation labels, h36m17 world mm) and
+h36m           ``human36m-multiview-labels-GTbboxes.npy`` (learnable-triangulation labels, h36m17 world mm;
+               boxes of the whole, unoccluded person) and
                ``processed/{subject}/{action}/imageSequence[-undistorted]/{camera}/img_{frame+1:06d}.jpg``
                (``imageSequence`` when the rig has lens distortion, read with ``undistorted=False``)
 itop           ``ITOP_side_{split}_depth_map.h5`` and ``ITOP_side_{split}_labels.h5`` (320 x 240, f = 1/0.0035)
@@ -71,17 +72,18 @@ def select_joints(skeleton: str) -> np.ndarray:
     return np.array([JOINTS.index(j) for j in sk.joints])
 
 
-def _frame_at(cfg: SceneConfig, seed: int, cameras, index: int):
-    return generate_frame(cfg, seed, index, cameras=cameras)
+def _frame_at(cfg: SceneConfig, seed: int, cameras, amodal: bool, index: int):
+    return generate_frame(cfg, seed, index, cameras=cameras, amodal=amodal)
 
 
 def _frames(cfg: SceneConfig, seed: int, splits: dict[str, int], progress: Progress, cameras=None,
-            workers: int = 1):
+            workers: int = 1, amodal: bool = False):
     """Yield ``(split, i, frame)`` in order; ``workers > 1`` renders in that many processes (frames depend only on
-    ``(seed, index)``, so the output is identical for any number of workers)."""
+    ``(seed, index)``, so the output is identical for any number of workers). ``amodal`` fills the views'
+    ``amodal_boxes``."""
     jobs = [(split, i) for split, n in splits.items() for i in range(n)]
     indices = [split_offset(split) + i for split, i in jobs]
-    render = functools.partial(_frame_at, cfg, seed, cameras)
+    render = functools.partial(_frame_at, cfg, seed, cameras, amodal)
     if workers > 1 and len(jobs) > 1:
         # fork where there is one (Linux): the children only run numpy, and unlike spawn it does not re-import the
         # caller's __main__ (a script without an ``if __name__ == "__main__"`` guard would start itself again)
@@ -254,7 +256,9 @@ def generate_h36m(out_dir: str | Path, num_images: int, size: tuple[int, int] = 
     Frames are spread over ``subjects`` (``S1``, ``S2``, ...) and ``actions`` (``Synthetic-1``, ...); every
     subject shares the dataset's calibrated rig (``views`` cameras named ``cam0``...). Read back with
     ``Human36MMultiView(out/"human36m-multiview-labels-GTbboxes.npy", out/"processed", undistorted=not
-    distortion)``. ``bbox_by_camera_tlbr`` is the squared mask box, (0, 0, 0, 0) where the person is not seen.
+    distortion)``. ``bbox_by_camera_tlbr`` is the squared box of the person's whole silhouette, ignoring
+    occluders (amodal, like Human3.6M's boxes from the unoccluded person mask, by which the 3D methods crop),
+    clipped to the image before squaring; (0, 0, 0, 0) where the person is outside the image.
     """
     overrides.setdefault("people", (1, 1))
     cfg = _config(config, size, views, overrides)
@@ -269,14 +273,14 @@ def generate_h36m(out_dir: str | Path, num_images: int, size: tuple[int, int] = 
     folder = "imageSequence" if cfg.distortion else "imageSequence-undistorted"
     n = int(num_images)
     rows = []
-    for _, i, frame in _frames(cfg, seed, {"train": n}, progress, cameras=cams, workers=workers):
+    for _, i, frame in _frames(cfg, seed, {"train": n}, progress, cameras=cams, workers=workers, amodal=True):
         s, a = i * subjects // max(n, 1), (i * subjects * actions // max(n, 1)) % actions
         fidx = i
         bbs = []
         for view in frame.views:
             write_image(out / "processed" / sub_names[s] / act_names[a] / folder / view.camera.name /
                         f"img_{fidx + 1:06d}.jpg", view.rgb)
-            bbs.append(_square_tlbr(view.boxes[0], *cfg.size))
+            bbs.append(_square_tlbr(view.amodal_boxes[0], *cfg.size))
         rows.append((s, a, fidx, frame.joints_world[0, sel].astype(np.float32), np.array(bbs, dtype=np.int16)))
     n_cam = len(cams)
     cam_dtype = np.dtype([("R", np.float32, (3, 3)), ("t", np.float32, (3, 1)), ("K", np.float32, (3, 3)),

@@ -44,9 +44,12 @@ def _reference_gaussian(mu, sigma, size, subpixel):
 
 
 # ------------------------------------------------------------------------------------------------ encoding
-@pytest.mark.parametrize("codec_cls", [UDPHeatmap, MSRAHeatmap])
-def test_encode_matches_loop_reference(codec_cls):
-    codec = codec_cls(IN, HM, sigma=2)
+ENCODERS = [UDPHeatmap(IN, HM, sigma=2), MSRAHeatmap(IN, HM, sigma=2),
+            MSRAHeatmap(IN, HM, sigma=2, unbiased=True)]
+
+
+@pytest.mark.parametrize("codec", ENCODERS, ids=["udp", "msra", "msra_dark"])
+def test_encode_matches_loop_reference(codec):
     rng = np.random.default_rng(0)
     kp = rng.uniform(-20, 210, (17, 2))
     enc = codec.encode(kp, np.ones(17))
@@ -54,7 +57,8 @@ def test_encode_matches_loop_reference(codec_cls):
     assert enc["keypoint_weights"].shape == (17,)
     for k in range(17):
         mu = kp[k] / np.asarray(codec.stride)
-        np.testing.assert_allclose(enc["heatmaps"][k], _reference_gaussian(mu, 2, HM, codec.udp), atol=1e-6)
+        want = _reference_gaussian(mu, 2, HM, codec.subpixel)
+        np.testing.assert_allclose(enc["heatmaps"][k], want, atol=1e-6)
 
 
 def test_udp_target_peak_and_strides():
@@ -134,15 +138,37 @@ def test_udp_plain_argmax_error():
     np.testing.assert_allclose(dec / UDP_STRIDE, np.round(dec / UDP_STRIDE), atol=1e-4)  # grid points
 
 
-@pytest.mark.parametrize("unbiased", [False, True])
-def test_msra_round_trip_quantisation(unbiased):
-    codec = MSRAHeatmap(IN, HM, unbiased=unbiased)
+def test_msra_round_trip_quantisation():
+    codec = MSRAHeatmap(IN, HM)
+    assert not codec.subpixel
     rng = np.random.default_rng(4)
     kp = rng.uniform(24, [164, 228], (300, 2))  # >= 3 sigma from the border (heatmap px)
     dec, _ = codec.decode(codec.encode(kp)["heatmaps"])
     # integer-centred symmetric targets decode to the integer centre: error <= stride / 2
     np.testing.assert_allclose(dec, np.floor(kp / 4 + 0.5) * 4, atol=1e-4)
     assert np.abs(dec - kp).max() <= 2.0 + 1e-6
+
+
+def test_msra_unbiased_encodes_subpixel_centres():
+    """DARK's unbiased encoding: the Gaussian is centred at the sub-pixel location ``p / stride``, so both its
+    centroid and the DARK decoding recover it (the integer-centred biased target is off by up to 0.5 px)."""
+    rng = np.random.default_rng(6)
+    kp = rng.uniform(40, [152, 216], (100, 2))  # >= 10 heatmap px from the border
+    mu = kp / 4
+    ys, xs = np.mgrid[:64, :48]
+
+    def centroid(hm):
+        mass = hm.sum((1, 2))
+        return np.stack([(hm * xs).sum((1, 2)) / mass, (hm * ys).sum((1, 2)) / mass], -1)
+
+    dark = MSRAHeatmap(IN, HM, unbiased=True)
+    assert dark.subpixel
+    hm = dark.encode(kp)["heatmaps"]
+    assert np.abs(centroid(hm) - mu).max() < 0.05  # heatmap px
+    dec, _ = dark.decode(hm)
+    assert np.abs(dec / 4 - mu).max() < 0.05
+    biased = MSRAHeatmap(IN, HM).encode(kp)["heatmaps"]
+    assert np.abs(centroid(biased) - mu).max() > 0.3
 
 
 def test_dark_recovers_subpixel_centres():

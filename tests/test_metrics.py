@@ -483,3 +483,45 @@ def test_cli_pckh_and_mpjpe_write_json(tmp_path):
                             str(tmp_path / "pred3.npy"), "--procrustes", "--out", str(out3)])
     assert r.exit_code == 0, r.output
     assert json.loads(out3.read_text())["mpjpe"] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_cli_mpjpe_skeleton_order_sets_and_states_the_root(tmp_path):
+    from typer.testing import CliRunner
+
+    from humanvision.cli import app
+    from humanvision.skeletons import convert
+
+    runner = CliRunner()
+    env = {"COLUMNS": "250", "NO_COLOR": "1"}
+    rng = np.random.default_rng(11)
+    g_lt = rng.normal(size=(8, 17, 3)) * 300.0
+    p_lt = g_lt + rng.normal(size=g_lt.shape) * 20.0
+    p_lt[:, 6] += 50.0  # a pelvis error: moves every joint of a pelvis-relative pose
+    for order, (g, p) in {"lt": (g_lt, p_lt), "vp": (convert(g_lt, "h36m17", "h36m17_vp"),
+                                                      convert(p_lt, "h36m17", "h36m17_vp"))}.items():
+        np.save(tmp_path / f"gt_{order}.npy", g)
+        np.save(tmp_path / f"pred_{order}.npy", p)
+    want = evaluate_mpjpe(p_lt, g_lt, root=6).mpjpe
+
+    def run(order, *extra):
+        out = tmp_path / f"{order}.json"
+        r = runner.invoke(app, ["evaluate", "mpjpe", "--gt", str(tmp_path / f"gt_{order}.npy"), "--pred",
+                                str(tmp_path / f"pred_{order}.npy"), "--out", str(out), *extra], env=env)
+        assert r.exit_code == 0, r.output
+        return json.loads(out.read_text()), " ".join(r.output.split())
+
+    d, text = run("lt")  # default: learnable-triangulation order, pelvis at 6
+    assert (d["skeleton"], d["root"], d["root_joint"]) == ("h36m17", 6, "pelvis")
+    assert d["mpjpe"] == pytest.approx(want) and "MPJPE root-relative (root 6 = pelvis)" in text
+    d, text = run("vp", "--skeleton", "h36m17_vp")
+    assert (d["skeleton"], d["root"], d["root_joint"]) == ("h36m17_vp", 0, "pelvis")
+    assert d["mpjpe"] == pytest.approx(want) and "MPJPE root-relative (root 0 = pelvis)" in text
+    d, _ = run("vp")  # a VideoPose3D file in the default order: root 6 is its left ankle, another number
+    assert d["root_joint"] == "pelvis" and d["mpjpe"] != pytest.approx(want)
+    d, text = run("vp", "--skeleton", "h36m17_mmpose", "--root", "3")
+    assert (d["root"], d["root_joint"]) == (3, "right_ankle") and "(root 3 = right_ankle)" in text
+
+    r = runner.invoke(app, ["evaluate", "mpjpe", "--help"], env=env)
+    help_text = " ".join(r.output.replace("│", " ").split())
+    assert "default h36m17 is the learnable-triangulation order (pelvis at index 6)" in help_text
+    assert "h36m17_vp" in help_text

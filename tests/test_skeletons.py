@@ -12,8 +12,8 @@ from humanvision.skeletons import (
     load_skeleton,
 )
 
-EXPECTED_K = {"coco17": 17, "mpii16": 16, "h36m17": 17, "aic14": 14, "crowdpose14": 14, "lsp14": 14,
-              "mpi_inf_3dhp17": 17, "itop15": 15, "ntu25": 25, "body25": 25}
+EXPECTED_K = {"coco17": 17, "mpii16": 16, "h36m17": 17, "h36m17_vp": 17, "aic14": 14, "crowdpose14": 14,
+              "lsp14": 14, "mpi_inf_3dhp17": 17, "itop15": 15, "ntu25": 25, "body25": 25}
 
 
 @pytest.mark.parametrize("name", sorted(SKELETONS))
@@ -81,6 +81,34 @@ def test_conversion_round_trips_where_defined():
     keep = [i for i, n in enumerate(get_skeleton("h36m17").joints) if n in direct]
     assert len(keep) == 15
     np.testing.assert_allclose(back[:, keep], h[:, keep])
+
+
+# The two Human3.6M-17 orders, written out by hand (pose3d.md section 0 for LT; VideoPose3D / MMPose keep the
+# mocap joints 0,1,2,3,6,7,8,12,13,14,15,17,18,19,25,26,27).
+# VP index i holds LT joint VP_FROM_LT[i]: 0 pelvis <- 6, 1 right hip <- 2, ..., 9 nose <- 16, 10 head <- 9.
+VP_FROM_LT = [6, 2, 1, 0, 3, 4, 5, 7, 8, 16, 9, 13, 14, 15, 12, 11, 10]
+# LT index i holds VP joint LT_FROM_VP[i]: 0 right ankle <- 3, ..., 6 pelvis <- 0, ..., 16 nose <- 9.
+LT_FROM_VP = [3, 2, 1, 4, 5, 6, 0, 7, 8, 10, 16, 15, 14, 11, 12, 13, 9]
+
+
+def test_h36m_lt_and_videopose_orders():
+    lt, vp = get_skeleton("h36m17_lt"), get_skeleton("h36m17_vp")
+    assert lt is get_skeleton("h36m17") and get_skeleton("h36m17_mmpose") is vp
+    assert (lt.root, lt.joints[lt.root]) == (6, "pelvis") and (vp.root, vp.joints[vp.root]) == (0, "pelvis")
+    assert vp.joints[:4] == ("pelvis", "right_hip", "right_knee", "right_ankle")
+    assert vp.joints[9:12] == ("nose", "head_top", "left_shoulder") and vp.joints[16] == "right_wrist"
+    # flips: right leg 1-3 <-> left leg 4-6, left arm 11-13 <-> right arm 14-16, centre joints stay
+    assert vp.flip_index == (0, 4, 5, 6, 1, 2, 3, 7, 8, 9, 10, 14, 15, 16, 11, 12, 13)
+    assert {frozenset(x) for x in vp.limb_names()} == {frozenset(x) for x in lt.limb_names()}
+    assert len(vp.limbs) == 16
+
+    x = np.random.default_rng(7).normal(size=(4, 17, 3)) * 300.0
+    to_vp = convert(x, "h36m17", "h36m17_vp")
+    np.testing.assert_array_equal(to_vp, x[:, VP_FROM_LT])
+    np.testing.assert_array_equal(convert(to_vp, "h36m17_vp", "h36m17_lt"), x)
+    np.testing.assert_array_equal(convert(to_vp, "h36m17_vp", "h36m17"), to_vp[:, LT_FROM_VP])
+    w, missing = conversion_plan("h36m17", "h36m17_vp")
+    assert missing == [] and (w.sum(0) == 1).all() and (w.sum(1) == 1).all()  # a permutation
 
 
 def test_derived_joints_and_visibility():

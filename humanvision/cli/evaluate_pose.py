@@ -53,6 +53,20 @@ def _load_array(path: Path, field: str) -> Any:
         raise DataError(f"cannot read a numeric array ({e})", file=str(path), field=field) from None
 
 
+def _check_finite_poses(arr: Any, path: Path, field: str, joint_names: tuple[str, ...]) -> None:
+    """Raise a DataError naming the file, the first frame index (array row) and joint with a NaN or inf."""
+    import numpy as np
+
+    from humanvision.errors import DataError
+
+    bad = ~np.isfinite(arr).all(-1)  # (N, J)
+    if bad.any():
+        n, j = (int(i) for i in np.argwhere(bad)[0])
+        count = f"{int(bad.sum())} non-finite joints in {int(bad.any(1).sum())} frames"
+        raise DataError(f"joint {j} ({joint_names[j]}) is not finite (NaN or inf); {count}", file=str(path),
+                        record=f"frame index {n}", field=field)
+
+
 def _fail(err: Exception) -> NoReturn:
     from rich.console import Console
 
@@ -119,12 +133,19 @@ def pckh(
                           "one_based_predictions": one_based, "inclusive": not strict, **res.to_dict()})
 
 
+_SKELETON_HELP = ("Joint order of both files; it sets the root joint and names the per-joint table. Default "
+                  "h36m17 = h36m17_lt, the learnable-triangulation / ContextPose order (pelvis at index 6); "
+                  "h36m17_vp = h36m17_mmpose is the VideoPose3D / MMPose order (pelvis at 0); also mpii16, "
+                  "mpi_inf_3dhp17 or a skeleton YAML.")
+
+
 @evaluate_app.command("mpjpe")
 def mpjpe(
     gt: Annotated[Path, typer.Option("--gt", help="Ground-truth 3D joints (N,J,3) as .npy/.npz/.json (key 'gt').")],
     pred: Annotated[Path, typer.Option("--pred", help="Predicted 3D joints (N,J,3) (key 'pred').")],
-    root: Annotated[int, typer.Option("--root", help="Root joint subtracted from both (6 = pelvis in H36M-17).")
-                    ] = 6,
+    root: Annotated[int | None, typer.Option(
+        "--root", help="Index of the root joint subtracted from both; default: the --skeleton's root.")
+                    ] = None,
     absolute: Annotated[bool, typer.Option("--absolute", help="Absolute MPJPE (no root subtraction).")] = False,
     actions: Annotated[Path | None, typer.Option(
         "--actions", help="JSON: a list of N action names, or {'actions': [...], 'subjects': [...]}; trials "
@@ -132,16 +153,21 @@ def mpjpe(
     procrustes: Annotated[bool, typer.Option("--procrustes", help="P-MPJPE (similarity Procrustes alignment).")
                           ] = False,
     scale: Annotated[bool, typer.Option("--scale", help="N-MPJPE (root-relative, scale-only alignment).")] = False,
-    skeleton: Annotated[str | None, typer.Option(
-        "--skeleton", help="Joint names for the per-joint table (e.g. h36m17).")] = None,
+    skeleton: Annotated[str, typer.Option("--skeleton", help=_SKELETON_HELP)] = "h36m17",
     out: Annotated[Path | None, typer.Option("--out", help="Write the full result as JSON here.")] = None,
 ) -> None:
-    """MPJPE / P-MPJPE / N-MPJPE with per-action (frame-weighted Average) and per-joint tables."""
+    """MPJPE / P-MPJPE / N-MPJPE with per-action (frame-weighted Average) and per-joint tables.
+
+    Both files must be in the --skeleton joint order: the default h36m17 is the learnable-triangulation order
+    (pelvis at index 6), not the VideoPose3D / MMPose one (pelvis at 0, --skeleton h36m17_vp). The output
+    names the root joint (index and name) of the root-relative numbers.
+    """
     from rich.console import Console
     from rich.table import Table
 
     from humanvision.errors import DataError
     from humanvision.metrics.pose3d import evaluate_mpjpe
+    from humanvision.skeletons import SkeletonError, get_skeleton
 
     try:
         if procrustes and scale:
@@ -151,7 +177,22 @@ def mpjpe(
             if arr.ndim != 3 or arr.shape[2] != 3:
                 raise DataError(f"expected (N, J, 3), got {arr.shape}", file=str(path))
         if g.shape != p.shape:
-            raise DataError(f"shape {p.shape} does not match the ground truth {g.shape}", file=str(pred))
+            raise DataError(f"shape mismatch: {pred} has shape {p.shape} but {gt} has shape {g.shape} "
+                            "(the same frames and joints are needed)")
+        try:
+            sk = get_skeleton(skeleton)
+        except SkeletonError as e:
+            raise DataError(str(e), field="skeleton") from None
+        if sk.num_joints != g.shape[1]:
+            raise DataError(f"skeleton {sk.name} has {sk.num_joints} joints but {gt} has {g.shape[1]}; pass "
+                            "--skeleton with the files' joint order", field="skeleton")
+        if root is None and not (absolute or procrustes):
+            if sk.root is None:
+                raise DataError(f"skeleton {sk.name} defines no root joint; pass --root INDEX or --absolute",
+                                field="root")
+            root = sk.root
+        _check_finite_poses(p, pred, "pred", sk.joints)
+        _check_finite_poses(g, gt, "gt", sk.joints)
         acts = subjects = None
         if actions is not None:
             if not actions.is_file():
@@ -165,26 +206,15 @@ def mpjpe(
                 raise DataError(f"expected a list of {len(g)} action names", file=str(actions), field="actions")
             if subjects is not None and (not isinstance(subjects, list) or len(subjects) != len(g)):
                 raise DataError(f"expected a list of {len(g)} subjects", file=str(actions), field="subjects")
-        names = None
-        if skeleton is not None:
-            from humanvision.skeletons import SkeletonError, get_skeleton
-
-            try:
-                sk = get_skeleton(skeleton)
-            except SkeletonError as e:
-                raise DataError(str(e), field="skeleton") from None
-            if sk.num_joints != g.shape[1]:
-                raise DataError(f"skeleton {sk.name} has {sk.num_joints} joints, data has {g.shape[1]}",
-                                field="skeleton")
-            names = sk.joints
         align = "procrustes" if procrustes else "scale" if scale else "none"
         res = evaluate_mpjpe(p, g, root=None if absolute else root, align=align, actions=acts, subjects=subjects,
-                             joint_names=names)
+                             joint_names=sk.joints)
     except DataError as e:
         _fail(e)
 
     console = Console()
-    table = Table(title=res.protocol, caption=f"{res.count} samples, {res.num_joints} joints")
+    caption = f"{res.count} samples, {res.num_joints} joints in the {sk.name} order"
+    table = Table(title=res.protocol, caption=caption)
     table.add_column("group")
     table.add_column("MPJPE", justify="right")
     table.add_column("samples", justify="right")
@@ -203,4 +233,5 @@ def mpjpe(
         joints.add_row(name, _fmt(v))
     console.print(joints)
     if out is not None:
-        _write_json(out, {"metric": "mpjpe", "gt": str(gt), "pred": str(pred), **res.to_dict()})
+        _write_json(out, {"metric": "mpjpe", "gt": str(gt), "pred": str(pred), "skeleton": sk.name,
+                          **res.to_dict()})

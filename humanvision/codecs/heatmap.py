@@ -9,8 +9,9 @@ Encoding (pose2d.md §2.3), for each joint at input-crop pixel ``p``:
 3. Weight = visibility. It is 0 when ``visible < 0.5`` or when the window lies entirely outside the map; a joint up
    to ``3 sigma`` heatmap pixels outside keeps weight 1 and gets a truncated Gaussian.
 4. Inside the window ``G = exp(-((i - x0)^2 + (j - y0)^2) / (2 sigma^2))``, zero outside; MSRA centres it at the
-   integer ``mu_int``, UDP at the sub-pixel ``mu`` (peak ``exp(-|mu - mu_int|^2 / 2 sigma^2)``, 1 on grid points).
-   Several instances are combined with a pixel-wise maximum.
+   integer ``mu_int``; UDP and MSRA with ``unbiased=True`` (DARK's unbiased encoding, Zhang et al. 2020) at
+   the sub-pixel ``mu`` (peak ``exp(-|mu - mu_int|^2 / 2 sigma^2)``, 1 on grid points). Several instances are
+   combined with a pixel-wise maximum.
 
 Two deliberate deviations from the reference loops, both only for joints outside the crop: the reference rounds
 with ``int()`` (truncation toward zero) where we use ``floor``, and it keeps weight 1 (with an all-zero target) when
@@ -232,6 +233,11 @@ def flip_heatmaps(heatmaps, flip_index: Sequence[int], shift: bool = False):
 class _GaussianHeatmap(KeypointCodec):
     udp: bool
 
+    @property
+    def subpixel(self) -> bool:
+        """Whether targets are centred at the sub-pixel ``mu`` (else at the integer ``mu_int``)."""
+        return self.udp
+
     def __init__(self, input_size: Sequence[int], heatmap_size: Sequence[int], sigma: float = 2.0) -> None:
         super().__init__(input_size, heatmap_size)
         if not sigma > 0:
@@ -247,7 +253,7 @@ class _GaussianHeatmap(KeypointCodec):
         """``keypoints (N, K, 2)`` input-crop px -> ``heatmaps (K, H, W)``, ``keypoint_weights (N, K)``."""
         kp, vis, single = self._check_keypoints(keypoints, visible)
         heatmaps, weights = render_gaussian_heatmaps(kp / np.asarray(self.stride), vis, self.heatmap_size,
-                                                     self.sigma, subpixel=self.udp)
+                                                     self.sigma, subpixel=self.subpixel)
         return {"heatmaps": heatmaps, "keypoint_weights": weights[0] if single else weights}
 
     def _check_maps(self, heatmaps: torch.Tensor) -> torch.Tensor:
@@ -266,8 +272,9 @@ class _GaussianHeatmap(KeypointCodec):
 
 
 class MSRAHeatmap(_GaussianHeatmap):
-    """Integer-centred Gaussian heatmaps (``stride = in / hm``); decode by quarter offset or, with
-    ``unbiased=True``, DARK (``blur_kernel_size`` 11 for sigma 2, 17 for sigma 3). See the module doc."""
+    """Gaussian heatmaps with ``stride = in / hm``: integer-centred targets decoded by quarter offset or, with
+    ``unbiased=True``, DARK: targets centred at the sub-pixel location (unbiased encoding) decoded by the DARK
+    Taylor step (``blur_kernel_size`` 11 for sigma 2, 17 for sigma 3). See the module doc."""
 
     udp = False
 
@@ -275,6 +282,10 @@ class MSRAHeatmap(_GaussianHeatmap):
                  unbiased: bool = False, blur_kernel_size: int = 11) -> None:
         super().__init__(input_size, heatmap_size, sigma)
         self.unbiased, self.blur_kernel_size = bool(unbiased), int(blur_kernel_size)
+
+    @property
+    def subpixel(self) -> bool:
+        return self.unbiased
 
     def decode_torch(self, heatmaps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         heatmaps = self._check_maps(heatmaps)

@@ -159,6 +159,7 @@ class MPJPEResult(_Result):
     ``mpjpe`` is the frame-weighted average (total error / number of samples, LT/CP's ``Average``);
     ``action_mean`` the unweighted mean of the per-action values (what many papers tabulate). ``per_action`` and
     ``per_subject`` map names to ``{"mpjpe", "count"}``; ``per_joint`` maps joint names (or indices) to errors.
+    ``root`` / ``root_joint``: index and name of the joint subtracted from both poses (None when none was).
     """
 
     mpjpe: float
@@ -169,6 +170,8 @@ class MPJPEResult(_Result):
     per_action: dict[str, dict[str, float]]
     action_mean: float | None
     per_subject: dict[str, dict[str, float]]
+    root: int | None = None
+    root_joint: str | None = None
 
 
 def _group_means(sample_err: np.ndarray, labels: Sequence[Any] | None, n: int, name: str) -> dict:
@@ -186,14 +189,26 @@ def _group_means(sample_err: np.ndarray, labels: Sequence[Any] | None, n: int, n
             for k, t, c in zip(keys, tot, cnt)}
 
 
+def _joint_names(joint_names: Sequence[str] | None, j: int) -> list[str]:
+    if joint_names is not None and len(joint_names) != j:
+        raise DataError(f"{len(joint_names)} names for {j} joints", field="joint_names")
+    return [str(x) for x in joint_names] if joint_names is not None else [str(i) for i in range(j)]
+
+
+def _root_label(root: int | None, names: Sequence[str]) -> str:
+    """``"root 6 = pelvis"`` (``"root 6"`` when the joints are unnamed); ``root`` is a valid index."""
+    if root is None:
+        return ""
+    root %= len(names)
+    return f"root {root}" if names[root] == str(root) else f"root {root} = {names[root]}"
+
+
 def _mpjpe_result(err: np.ndarray, protocol: str, actions, subjects, merge_trials: bool,
-                  joint_names: Sequence[str] | None) -> MPJPEResult:
+                  joint_names: Sequence[str] | None, root: int | None = None) -> MPJPEResult:
     n, j = err.shape
     sample = _sample_errors(err)
     valid = ~np.isnan(sample)
-    if joint_names is not None and len(joint_names) != j:
-        raise DataError(f"{len(joint_names)} names for {j} joints", field="joint_names")
-    names = [str(x) for x in joint_names] if joint_names is not None else [str(i) for i in range(j)]
+    names = _joint_names(joint_names, j)
     with np.errstate(invalid="ignore"):
         pj = np.nanmean(np.where(np.isnan(err), np.nan, err), axis=0) if n else np.full(j, np.nan)
     if actions is not None and merge_trials:
@@ -205,6 +220,7 @@ def _mpjpe_result(err: np.ndarray, protocol: str, actions, subjects, merge_trial
         protocol=protocol, per_joint=dict(zip(names, map(float, pj))), per_action=per_action,
         action_mean=float(np.mean(act_vals)) if act_vals else None,
         per_subject=_group_means(sample, subjects, n, "subjects"),
+        root=None if root is None else root % j, root_joint=None if root is None else names[root],
     )
 
 
@@ -216,21 +232,26 @@ def evaluate_mpjpe(pred: Any, gt: Any, *, root: int | None = 6, align: Align = "
     Per sample ``e_n = mean_j ||pred_nj - gt_nj||`` after the protocol's normalisation:
 
     * ``root=6, align="none"``: root-relative MPJPE (Protocol #1, the number LT/CP report; root 6 = pelvis in the
-      LT H36M-17 order); ``root=None``: absolute MPJPE in world coordinates.
+      LT H36M-17 order ``h36m17``; the VideoPose3D / MMPose order ``h36m17_vp`` has the pelvis at 0);
+      ``root=None``: absolute MPJPE in world coordinates.
     * ``align="procrustes"``: P-MPJPE (Protocol #2); ``align="scale"``: N-MPJPE (after root subtraction).
+
+    The protocol string and ``root`` / ``root_joint`` of the result name the root joint (by ``joint_names``).
 
     ``actions`` (one per sample) gives the per-action table; with ``merge_trials`` the trials ``X-1``/``X-2`` are
     merged by summing errors and counts. ``mpjpe`` ("Average") is frame-weighted over all samples, not the mean
     of the action means (reported separately as ``action_mean``). ``subjects`` gives the per-subject table.
     """
-    err = joint_errors(pred, gt, root=root if align != "procrustes" else None, align=align, mask=mask)
+    root = root if align != "procrustes" else None
+    err = joint_errors(pred, gt, root=root, align=align, mask=mask)
+    label = _root_label(root, _joint_names(joint_names, err.shape[1]))
     if align == "procrustes":
         protocol = "P-MPJPE (Procrustes: scale, rotation, translation)"
     elif align == "scale":
-        protocol = f"N-MPJPE (root {root}, scale-only)" if root is not None else "N-MPJPE (scale-only)"
+        protocol = f"N-MPJPE ({label}, scale-only)" if root is not None else "N-MPJPE (scale-only)"
     else:
-        protocol = f"MPJPE root-relative (root {root})" if root is not None else "MPJPE absolute"
-    return _mpjpe_result(err, protocol, actions, subjects, merge_trials, joint_names)
+        protocol = f"MPJPE root-relative ({label})" if root is not None else "MPJPE absolute"
+    return _mpjpe_result(err, protocol, actions, subjects, merge_trials, joint_names, root)
 
 
 def rescale_to_bone_length(pose: Any, limbs: Sequence[tuple[int, int]], total_length: float = 4000.0) -> np.ndarray:
@@ -255,8 +276,9 @@ def hg_mpjpe(pred: Any, gt: Any, *, limbs: Sequence[tuple[int, int]] = HG_H36M17
     p, g, _ = _pose_pair(pred, gt, None, dims=(3,))
     p = rescale_to_bone_length(_root_relative(p, root), limbs, total_length)
     err = joint_errors(p, _root_relative(g, root))
-    return _mpjpe_result(err, f"HG bone-length {total_length:g} (root {root})", actions, subjects, True,
-                         joint_names)
+    label = _root_label(root, _joint_names(joint_names, err.shape[1]))
+    return _mpjpe_result(err, f"HG bone-length {total_length:g} ({label})", actions, subjects, True,
+                         joint_names, root)
 
 
 # ---------------------------------------------------------------------------------------------- MPI-INF-3DHP

@@ -13,7 +13,14 @@ safetensors with a JSON sidecar, official ViTPose / MMPose checkpoints).
 """
 
 from humanvision.models._base import IMAGENET_MEAN, IMAGENET_STD, PoseModel, layer_decay_param_groups
-from humanvision.models._registry import create_model, is_model, list_models, model_entrypoint, register_model
+from humanvision.models._registry import (
+    check_model_args,
+    create_model,
+    is_model,
+    list_models,
+    model_entrypoint,
+    register_model,
+)
 from humanvision.models.heads import DeconvHead, SimpleHead
 from humanvision.models.lateral import LateralPose
 from humanvision.models.simple_baseline import HRNetPose, SimpleBaseline
@@ -21,6 +28,6 @@ from humanvision.models.vitpose import PaddedPatchEmbed, ViTPose
 
 __all__ = [
     "IMAGENET_MEAN", "IMAGENET_STD", "DeconvHead", "HRNetPose", "LateralPose", "PaddedPatchEmbed", "PoseModel",
-    "SimpleBaseline", "SimpleHead", "ViTPose", "create_model", "is_model", "layer_decay_param_groups", "list_models",
-    "model_entrypoint", "register_model",
+    "SimpleBaseline", "SimpleHead", "ViTPose", "check_model_args", "create_model", "is_model",
+    "layer_decay_param_groups", "list_models", "model_entrypoint", "register_model",
 ]

@@ -1,9 +1,10 @@
 """The model registry: the only registry in humanvision, for model entry points.
 
-An entry point is a plain function ``def vitpose_base(skeleton="coco17", **kwargs) -> nn.Module`` decorated with
-:func:`register_model`; it is recorded under its ``__name__``. :func:`create_model` looks the name up, builds the
-model and optionally loads a local weights file (never downloads). Everything else in the library is imported by
-name, not looked up by string.
+An entry point is a plain function ``def vitpose_base(skeleton="coco17", **kwargs) -> ViTPose`` decorated with
+:func:`register_model`; it is recorded under its ``__name__``, with the model class it builds (its return
+annotation, or ``register_model(model_cls=...)``). :func:`create_model` looks the name up, checks the keyword
+arguments (:func:`check_model_args`), builds the model and optionally loads a local weights file (never
+downloads). Everything else in the library is imported by name, not looked up by string.
 
 >>> from humanvision.models import create_model, list_models
 >>> list_models("vitpose_b*")
@@ -14,25 +15,45 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import functools
+import inspect
 import sys
+import typing
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from humanvision.errors import ConfigError
 
-__all__ = ["create_model", "is_model", "list_models", "model_entrypoint", "register_model"]
+__all__ = [
+    "check_model_args", "create_model", "is_model", "list_models", "model_entrypoint", "register_model",
+]
 
 _model_entrypoints: dict[str, Callable[..., Any]] = {}
 _model_to_module: dict[str, str] = {}
+_model_classes: dict[str, type | None] = {}
 
 
-def register_model(fn: Callable[..., Any]) -> Callable[..., Any]:
+def _return_class(fn: Callable[..., Any]) -> type | None:
+    """The class named by ``fn``'s return annotation (``-> ViTPose``), or None when there is none."""
+    try:
+        ret = typing.get_type_hints(fn).get("return")
+    except (NameError, TypeError):  # an annotation that does not resolve in the entry point's module
+        return None
+    return ret if inspect.isclass(ret) else None
+
+
+def register_model(fn: Callable[..., Any] | None = None, *, model_cls: type | None = None) -> Any:
     """Record ``fn`` as a model entry point under ``fn.__name__`` and add it to its module's ``__all__``.
 
-    Re-registering a name replaces the old entry point with a warning (as timm does).
+    ``model_cls`` is the class the entry point builds, whose constructor receives the entry point's
+    ``**kwargs`` (:func:`check_model_args` reads its parameters); default: the entry point's return
+    annotation. Use as ``@register_model`` or ``@register_model(model_cls=MyModel)``. Re-registering a name
+    replaces the old entry point with a warning (as timm does).
     """
+    if fn is None:
+        return functools.partial(register_model, model_cls=model_cls)
     name = fn.__name__
     module = sys.modules[fn.__module__]
     if hasattr(module, "__all__") and name not in module.__all__:
@@ -41,6 +62,7 @@ def register_model(fn: Callable[..., Any]) -> Callable[..., Any]:
         warnings.warn(f"model entry point {name!r} re-registered (was in {_model_to_module[name]})", stacklevel=2)
     _model_entrypoints[name] = fn
     _model_to_module[name] = fn.__module__
+    _model_classes[name] = model_cls if model_cls is not None else _return_class(fn)
     return fn
 
 
@@ -72,6 +94,43 @@ def model_entrypoint(name: str) -> Callable[..., Any]:
         raise ConfigError(f"unknown model {name!r}{hint}") from None
 
 
+def _named_params(fn: Callable[..., Any]) -> tuple[list[str], bool]:
+    """Keyword-passable parameter names of ``fn`` and whether it also takes ``**kwargs``."""
+    params = inspect.signature(fn).parameters.values()
+    names = [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    return names, any(p.kind == p.VAR_KEYWORD for p in params)
+
+
+def check_model_args(name: str, args: Mapping[str, Any]) -> None:
+    """Raise a ConfigError naming ``model.args.<key>`` for a key of ``args`` that the entry point ``name``
+    does not accept, with the closest accepted name and the full list.
+
+    Accepted: the entry point's named parameters and, since it forwards ``**kwargs`` to the constructor of its
+    model class (see :func:`register_model`), that constructor's parameters. ``skeleton`` is not a model
+    argument: it is :func:`create_model`'s own (``model.skeleton`` in a recipe). An entry point that takes
+    ``**kwargs`` for an unknown class is not checked. For example ``check_model_args("vitpose_small",
+    {"drop_path_rat": 0.1})`` raises ``model.args.drop_path_rat: not an argument of vitpose_small (did you
+    mean drop_path_rate?); accepted: input_size, patch_size, ...``.
+    """
+    accepted, open_ = _named_params(model_entrypoint(name))
+    cls = _model_classes.get(name)
+    if open_ and cls is not None:
+        cls_names, open_ = _named_params(cls)
+        accepted += [n for n in cls_names if n not in accepted]
+    if "skeleton" in args:
+        raise ConfigError("model.args.skeleton: the skeleton is set by model.skeleton "
+                          "(create_model's skeleton=)")
+    if open_:
+        return
+    accepted = [n for n in accepted if n != "skeleton"]
+    for key in args:
+        if key not in accepted:
+            close = difflib.get_close_matches(str(key), accepted, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise ConfigError(f"model.args.{key}: not an argument of {name}{hint}; "
+                              f"accepted: {', '.join(accepted)}")
+
+
 def create_model(name: str, skeleton: str = "coco17", weights: str | Path | None = None, *,
                  strict: bool = True, **kwargs: Any) -> Any:
     """Build the registered model ``name`` for ``skeleton`` and optionally load a local weights file.
@@ -87,6 +146,7 @@ def create_model(name: str, skeleton: str = "coco17", weights: str | Path | None
     The entry point sets ``model_name`` and ``model_args`` (the keyword arguments that rebuild the model),
     which the weights sidecar records.
     """
+    check_model_args(name, kwargs)
     model = model_entrypoint(name)(skeleton=skeleton, **kwargs)
     if weights is not None:
         from humanvision.models.weights import load_weights

@@ -10,8 +10,14 @@ and conversion between sets (:func:`convert`) works by name, with the derived jo
 >>> coco.num_joints, coco.flip_index[:3]
 (17, (0, 2, 1))
 
-Built-in sets: see :data:`SKELETONS` (``coco17``, ``mpii16``, ``h36m17``, ``aic14``, ``crowdpose14``, ``lsp14``,
-``mpi_inf_3dhp17``, ``itop15``, ``ntu25``, ``body25``). A custom set is declared in YAML (:func:`load_skeleton`).
+Built-in sets: see :data:`SKELETONS` (``coco17``, ``mpii16``, ``h36m17``, ``h36m17_vp``, ``aic14``,
+``crowdpose14``, ``lsp14``, ``mpi_inf_3dhp17``, ``itop15``, ``ntu25``, ``body25``). A custom set is declared
+in YAML (:func:`load_skeleton`).
+
+Human3.6M's 17 joints come in two orders: ``h36m17`` (alias ``h36m17_lt``) is the learnable-triangulation /
+ContextPose order with the pelvis at index 6; ``h36m17_vp`` (alias ``h36m17_mmpose``) is the VideoPose3D /
+MMPose order with the pelvis at 0. Both pass a 17-joint check, so name the order;
+``convert(x, "h36m17", "h36m17_vp")`` permutes between them.
 """
 
 from humanvision.skeletons.skeleton import (

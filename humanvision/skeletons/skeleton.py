@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from humanvision.errors import HumanVisionError
+
 __all__ = [
     "DERIVED_JOINTS",
     "SKELETONS",
@@ -27,7 +29,7 @@ SIDE_COLORS = {"left": (0, 255, 0), "right": (255, 128, 0), "center": (51, 153, 
 _LOWER_WORDS = ("hip", "knee", "ankle", "foot", "toe", "heel", "pelvis")
 
 
-class SkeletonError(ValueError):
+class SkeletonError(HumanVisionError, ValueError):
     """A skeleton definition is inconsistent or a conversion cannot produce the requested joints."""
 
 
@@ -230,20 +232,38 @@ MPII16 = _make(
     description="MPII Human Pose (mmpose json / mpii_gt_val.mat order)",
 )
 
+# Human3.6M 17 joints come in two orders of the same joints (named alike, so convert() permutes between them):
+# learnable-triangulation / ContextPose (pelvis at 6) and VideoPose3D / MMPose (pelvis at 0). ContextPose's
+# limb list (pose3d.md section 0), a tree over the 17 joints, serves both.
+_H36M_LIMBS = [
+    ("right_ankle", "right_knee"), ("right_knee", "right_hip"), ("right_hip", "pelvis"),
+    ("left_ankle", "left_knee"), ("left_knee", "left_hip"), ("left_hip", "pelvis"), ("pelvis", "spine"),
+    ("spine", "thorax"), ("thorax", "nose"), ("head_top", "nose"), ("thorax", "right_shoulder"),
+    ("right_elbow", "right_shoulder"), ("right_wrist", "right_elbow"), ("thorax", "left_shoulder"),
+    ("left_shoulder", "left_elbow"), ("left_elbow", "left_wrist"),
+]
+
 H36M17 = _make(
     "h36m17",
     ["right_ankle", "right_knee", "right_hip", "left_hip", "left_knee", "left_ankle", "pelvis", "spine", "thorax",
      "head_top", "right_wrist", "right_elbow", "right_shoulder", "left_shoulder", "left_elbow", "left_wrist",
      "nose"],
-    # ContextPose limb list (pose3d.md section 0), a tree over the 17 joints.
-    [("right_ankle", "right_knee"), ("right_knee", "right_hip"), ("right_hip", "pelvis"),
-     ("left_ankle", "left_knee"), ("left_knee", "left_hip"), ("left_hip", "pelvis"), ("pelvis", "spine"),
-     ("spine", "thorax"), ("thorax", "nose"), ("head_top", "nose"), ("thorax", "right_shoulder"),
-     ("right_elbow", "right_shoulder"), ("right_wrist", "right_elbow"), ("thorax", "left_shoulder"),
-     ("left_shoulder", "left_elbow"), ("left_elbow", "left_wrist")],
+    _H36M_LIMBS,
     root="pelvis",
-    description="Human3.6M 17 joints in the learnable-triangulation order (mocap indices "
-                "3,2,1,6,7,8,0,12,13,15,27,26,25,17,18,19,14); joint 16 is H36M's 'Neck/Nose'",
+    description="Human3.6M 17 joints in the learnable-triangulation order (alias h36m17_lt; mocap indices "
+                "3,2,1,6,7,8,0,12,13,15,27,26,25,17,18,19,14), pelvis at 6; joint 16 is H36M's 'Neck/Nose'",
+)
+
+H36M17_VP = _make(
+    "h36m17_vp",
+    ["pelvis", "right_hip", "right_knee", "right_ankle", "left_hip", "left_knee", "left_ankle", "spine",
+     "thorax", "nose", "head_top", "left_shoulder", "left_elbow", "left_wrist", "right_shoulder",
+     "right_elbow", "right_wrist"],
+    _H36M_LIMBS,
+    root="pelvis",
+    description="Human3.6M 17 joints in the VideoPose3D / MMPose order (alias h36m17_mmpose; mocap indices "
+                "0,1,2,3,6,7,8,12,13,14,15,17,18,19,25,26,27), pelvis at 0; joint 9 is H36M's 'Neck/Nose', "
+                "joint 10 its 'Head'",
 )
 
 AIC14 = _make(
@@ -332,9 +352,11 @@ BODY25 = _make(
 
 SKELETONS: dict[str, Skeleton] = {
     s.name: s
-    for s in (COCO17, MPII16, H36M17, AIC14, CROWDPOSE14, LSP14, MPI_INF_3DHP17, ITOP15, NTU25, BODY25)
+    for s in (COCO17, MPII16, H36M17, H36M17_VP, AIC14, CROWDPOSE14, LSP14, MPI_INF_3DHP17, ITOP15, NTU25,
+              BODY25)
 }
-_ALIASES = {"coco": "coco17", "mpii": "mpii16", "h36m": "h36m17", "human36m": "h36m17", "aic": "aic14",
+_ALIASES = {"coco": "coco17", "mpii": "mpii16", "h36m": "h36m17", "human36m": "h36m17", "h36m17_lt": "h36m17",
+            "h36m17_mmpose": "h36m17_vp", "h36m17_videopose": "h36m17_vp", "aic": "aic14",
             "crowdpose": "crowdpose14", "lsp": "lsp14", "3dhp": "mpi_inf_3dhp17", "mpi_inf_3dhp": "mpi_inf_3dhp17",
             "itop": "itop15", "ntu": "ntu25", "openpose": "body25", "body_25": "body25"}
 

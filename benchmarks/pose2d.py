@@ -140,7 +140,7 @@ def peak_rss_mib() -> float:
 
 
 def bench_training(device: torch.device, quick: bool, console, batch: int = 32) -> dict:
-    """The demo recipe's model: fp32, then bf16 autocast, then bf16 + channels-last (the recipe's setting), each as
+    """The demo recipe's model: fp32, fp32 + channels-last, bf16 autocast, bf16 + channels-last, each as
     a ratio to fp32. Peak memory is measured over the fp32 run, which comes first."""
     from humanvision.cli.pose import DEMO_RECIPE
     from humanvision.codecs import UDPHeatmap
@@ -154,7 +154,7 @@ def bench_training(device: torch.device, quick: bool, console, batch: int = 32) 
         torch.cuda.reset_peak_memory_stats(device)
         mem0 = torch.cuda.memory_allocated(device)
     out: dict = {"model": name, "input": f"{h}x{w}", "batch": batch, "optimizer": "adamw", "rows": []}
-    for precision, channels_last in (("fp32", False), ("bf16", False), ("bf16", True)):
+    for precision, channels_last in (("fp32", False), ("fp32", True), ("bf16", False), ("bf16", True)):
         torch.manual_seed(0)
         model = create_model(name, input_size=(w, h))
         method = TopDownPose(model, UDPHeatmap(model.input_size, model.heatmap_size, sigma=2.0), "coco17")

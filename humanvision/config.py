@@ -88,7 +88,7 @@ def _type_name(tp: Any) -> str:
 _EXPONENT_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
-def _coerce(value: Any, tp: Any, key: str, field_meta: dict | None = None) -> Any:
+def _coerce(value: Any, tp: Any, key: str, field_meta: dict | None = None, unchecked: tuple[str, ...] = ()) -> Any:
     """Check ``value`` against the annotation ``tp``; convert where lossless (int -> float, str -> Path, list -> tuple)."""
     origin = get_origin(tp)
     if tp is Any:
@@ -99,12 +99,12 @@ def _coerce(value: Any, tp: Any, key: str, field_meta: dict | None = None) -> An
             return None
         non_none = [a for a in args if a is not type(None)]
         if len(non_none) == 1:  # Optional[X]: report X's own error
-            return _coerce(value, non_none[0], key, field_meta)
+            return _coerce(value, non_none[0], key, field_meta, unchecked)
         for a in args:
             if a is type(None):
                 continue
             try:
-                return _coerce(value, a, key, field_meta)
+                return _coerce(value, a, key, field_meta, unchecked)
             except ConfigError:
                 pass
         raise ConfigError(f"{key}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
@@ -115,7 +115,7 @@ def _coerce(value: Any, tp: Any, key: str, field_meta: dict | None = None) -> An
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a section (mapping) for {tp.__name__}, got {type(value).__name__}")
-        return _build(tp, value, key + ".")
+        return _build(tp, value, key + ".", unchecked)
     if origin in (list, tuple) or tp in (list, tuple):
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{key}: expected a list, got {type(value).__name__} {value!r}")
@@ -153,13 +153,13 @@ def _coerce(value: Any, tp: Any, key: str, field_meta: dict | None = None) -> An
         if not isinstance(value, (str, Path)):
             raise ConfigError(f"{key}: expected a path, got {type(value).__name__} {value!r}")
         path = Path(value)
-        if field_meta and field_meta.get("must_exist") and not path.exists():
+        if field_meta and field_meta.get("must_exist") and not key.startswith(unchecked) and not path.exists():
             raise ConfigError(f"{key}: file not found: {path}")
         return path
     raise ConfigError(f"{key}: unsupported field type {_type_name(tp)}")
 
 
-def _build(schema: type[T], data: dict, prefix: str = "") -> T:
+def _build(schema: type[T], data: dict, prefix: str = "", unchecked: tuple[str, ...] = ()) -> T:
     fields = {f.name: f for f in dataclasses.fields(schema) if f.init}
     unknown = [k for k in data if k not in fields]
     if unknown:
@@ -171,18 +171,26 @@ def _build(schema: type[T], data: dict, prefix: str = "") -> T:
     kwargs = {}
     for name, f in fields.items():
         if name in data:
-            kwargs[name] = _coerce(data[name], hints[name], prefix + name, dict(f.metadata))
+            kwargs[name] = _coerce(data[name], hints[name], prefix + name, dict(f.metadata), unchecked)
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise ConfigError(f"missing required key {prefix}{name}")
     try:
         obj = schema(**kwargs)
+    except ConfigError as e:  # a section's own check; it names its keys (``model.name: ...``)
+        if prefix and str(e).startswith(prefix):
+            raise
+        raise ConfigError(f"{prefix.rstrip('.') or schema.__name__}: {e}") from None
     except (TypeError, ValueError) as e:
         raise ConfigError(f"{prefix.rstrip('.') or schema.__name__}: {e}") from None
     return obj
 
 
-def load_config(source: str | Path | dict, schema: type[T], overrides: list[str] | tuple[str, ...] = ()) -> T:
-    """Load a YAML recipe (a path or a mapping) into ``schema``, applying ``key=value`` overrides first."""
+def load_config(source: str | Path | dict, schema: type[T], overrides: list[str] | tuple[str, ...] = (),
+                unchecked: tuple[str, ...] = ()) -> T:
+    """Load a YAML recipe (a path or a mapping) into ``schema``, applying ``key=value`` overrides first.
+
+    ``unchecked``: dotted keys (or prefixes such as ``"data."``) whose ``must_exist`` paths are not checked, for a
+    command that does not use them (inference needs no training annotations); their types still are."""
     if isinstance(source, dict):
         data = dict(source)
         where = "<mapping>"
@@ -201,7 +209,7 @@ def load_config(source: str | Path | dict, schema: type[T], overrides: list[str]
     for key, value in parse_overrides(list(overrides)).items():
         _apply_override(data, key, value)
     try:
-        return _build(schema, data)
+        return _build(schema, data, unchecked=tuple(unchecked))
     except ConfigError as e:
         raise ConfigError(f"{where}: {e}") from None
 
@@ -214,19 +222,21 @@ def _deepcopy(d: Any) -> Any:
     return d
 
 
-def config_to_dict(cfg: Any) -> Any:
-    """A dataclass config as plain YAML/JSON-safe data (paths as strings, tuples as lists)."""
+def config_to_dict(cfg: Any, absolute: bool = False) -> Any:
+    """A dataclass config as plain YAML/JSON-safe data (paths as strings, ``absolute``: resolved against the
+    current folder; tuples as lists)."""
     if dataclasses.is_dataclass(cfg):
-        return {f.name: config_to_dict(getattr(cfg, f.name)) for f in dataclasses.fields(cfg) if f.init}
+        return {f.name: config_to_dict(getattr(cfg, f.name), absolute) for f in dataclasses.fields(cfg) if f.init}
     if isinstance(cfg, (list, tuple)):
-        return [config_to_dict(v) for v in cfg]
+        return [config_to_dict(v, absolute) for v in cfg]
     if isinstance(cfg, dict):
-        return {k: config_to_dict(v) for k, v in cfg.items()}
+        return {k: config_to_dict(v, absolute) for k, v in cfg.items()}
     if isinstance(cfg, Path):
-        return str(cfg)
+        return str(cfg.absolute() if absolute else cfg)
     return cfg
 
 
 def save_config(cfg: Any, path: str | Path) -> None:
-    """Write the resolved config (after overrides) next to a run, so the run can be reproduced from it alone."""
-    Path(path).write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+    """Write the resolved config (after overrides) next to a run, so the run can be reproduced from it alone,
+    from any folder: paths are written absolute."""
+    Path(path).write_text(yaml.safe_dump(config_to_dict(cfg, absolute=True), sort_keys=False))

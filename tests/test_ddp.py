@@ -59,10 +59,16 @@ SCRIPT = textwrap.dedent('''
     output_dir, batch_size = sys.argv[1], int(sys.argv[2])
     torch.manual_seed(0)  # the same init on every rank (DDP also broadcasts rank 0's weights)
     cfg = TrainConfig(epochs=3, batch_size=batch_size, lr=3e-2, schedule="cosine", warmup_iters=2, clip_grad=1.0,
-                      log_every=1, progress=False, tensorboard=False, output_dir=output_dir, device="cpu")
+                      log_every=1, progress=False, tensorboard=False, output_dir=output_dir, device="cpu",
+                      precision="fp32", channels_last=False)
     trainer = Trainer(cfg, Model(), Data(), eval_fn=lambda m, e: {"mse": float(
         all_reduce_mean(m({"x": torch.ones(1, 8), "y": torch.zeros(1, 2)})["mse"]))})
     trainer.fit()
+    # precision "auto": every rank measures, the rates are averaged over ranks, so all ranks choose alike
+    auto = TrainConfig(max_steps=1, batch_size=batch_size, progress=False, tensorboard=False, device="cpu",
+                       output_dir=output_dir + "_auto")
+    choice = Trainer(auto, Model(), Data()).fit()["precision"]
+    print("CHOICE", choice["precision"], choice["channels_last"], choice["measured"], flush=True)
     cleanup()
 ''')
 
@@ -88,9 +94,12 @@ def test_two_process_ddp_matches_single_process(tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "argv", [str(script), str(tmp_path / "single"), "8"])
     runpy.run_path(str(script), run_name="__main__")
 
+    choices = []
     for r, proc in enumerate(ranks):
         out, _ = proc.communicate(timeout=120)
         assert proc.returncode == 0, f"rank {r}:\n{out[-3000:]}"
+        choices += [line for line in out.splitlines() if line.startswith("CHOICE")]
+    assert len(choices) == 2 and choices[0] == choices[1] and choices[0].endswith("True"), choices
 
     ref, got = read_log(tmp_path / "single", "train"), read_log(tmp_path / "ddp", "train")
     assert [r["step"] for r in got] == [r["step"] for r in ref] == list(range(1, 13))  # rank 0 logs once per step

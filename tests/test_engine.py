@@ -72,7 +72,7 @@ class ToyModel(nn.Module):
 def make_cfg(tmp_path, name: str, **kw) -> TrainConfig:
     base = {"epochs": 3, "batch_size": 8, "lr": 1e-2, "weight_decay": 1e-4, "schedule": "cosine", "warmup_iters": 4,
             "log_every": 1, "progress": False, "tensorboard": False, "output_dir": str(tmp_path / name),
-            "device": "cpu"}
+            "device": "cpu", "precision": "fp32", "channels_last": False}  # pinned: "auto" measures, runs differ
     return TrainConfig(**{**base, **kw})
 
 
@@ -213,7 +213,7 @@ def test_nan_loss_stops_with_step_terms_and_checkpoint(tmp_path):
 
 
 class ToyViT(nn.Module):
-    """ViTPose layer-id rule: patch_embed/pos_embed -> 0, blocks.i -> i + 1, the rest -> num_layers = depth + 1."""
+    """ViTPose layer-id rule: patch_embed/pos_embed -> 0, blocks.i -> i + 1, the rest -> depth + 1 = num_layers - 1."""
 
     def __init__(self, depth: int = 3) -> None:
         super().__init__()
@@ -222,14 +222,14 @@ class ToyViT(nn.Module):
         self.blocks = nn.ModuleList(nn.Sequential(nn.LayerNorm(4), nn.Linear(4, 4)) for _ in range(depth))
         self.head = nn.Linear(4, 2)
         self.frozen = nn.Linear(4, 4).requires_grad_(False)
-        self.num_layers = depth + 1
+        self.num_layers = depth + 2  # the number of layer ids
 
     def layer_id(self, name: str) -> int:
         if name.startswith(("patch_embed", "pos_embed")):
             return 0
         if name.startswith("blocks."):
             return int(name.split(".")[1]) + 1
-        return self.num_layers
+        return self.num_layers - 1
 
     def no_weight_decay(self) -> set[str]:
         return {"pos_embed"}

@@ -19,6 +19,7 @@ from humanvision.models import (
     model_entrypoint,
     register_model,
 )
+from humanvision.skeletons import SkeletonError
 
 torch.set_num_threads(1)
 
@@ -153,12 +154,14 @@ def test_layer_ids_follow_the_vit_and_swin_rules():
     assert m.layer_id("backbone.blocks.0.attn.qkv.weight") == 1
     assert m.layer_id("backbone.blocks.5.mlp.fc2.bias") == 6
     assert m.layer_id("backbone.norm.weight") == 7 and m.layer_id("head.final_layer.weight") == 7
-    s = create_model("simplebaseline_swin_tiny", input_size=(64, 96))  # depths 2, 2, 6, 2
-    assert s.num_layers == 12 + 2
-    assert s.layer_id("backbone.layers.1.blocks.0.attn.qkv.weight") == 3
-    assert s.layer_id("backbone.layers.2.downsample.reduction.weight") == 5
-    assert s.layer_id("backbone.layers.3.blocks.1.mlp.fc1.weight") == 12
-    assert s.layer_id("head.final_layer.weight") == 13
+    s = create_model("simplebaseline_swin_tiny", input_size=(64, 96))  # depths 2, 2, 6, 2 (+ 3 patch mergings)
+    assert s.num_layers == 12 + 3 + 2
+    assert s.layer_id("backbone.layers.0.blocks.1.attn.qkv.weight") == 2
+    assert s.layer_id("backbone.layers.1.downsample.reduction.weight") == 3
+    assert s.layer_id("backbone.layers.1.blocks.0.attn.qkv.weight") == 4
+    assert s.layer_id("backbone.layers.2.downsample.reduction.weight") == 6
+    assert s.layer_id("backbone.layers.3.blocks.1.mlp.fc1.weight") == 15
+    assert s.layer_id("head.final_layer.weight") == 16
 
 
 def test_layer_decay_param_groups():
@@ -258,7 +261,7 @@ def test_bad_arguments_raise_clear_errors():
         create_model("vitpose_tiny", decoder="fancy")
     with pytest.raises(ValueError, match="divisible by 32"):
         create_model("simplebaseline_tiny", input_size=(96, 120))
-    with pytest.raises(Exception, match="nope"):
+    with pytest.raises(SkeletonError, match="nope"):
         create_model("vitpose_tiny", skeleton="nope")
 
 
@@ -270,3 +273,41 @@ def test_lateral_stride_2_heatmaps():
     assert out.shape == (2, 17, 64, 48) and torch.isfinite(out).all()
     with pytest.raises(ValueError, match="no stride-3 feature map"):
         build("lateral_tiny", heatmap_stride=3, input_size=(96, 96))
+
+
+# ----------------------------------------------------------------------------------------------- model args
+@pytest.mark.parametrize("name", ALL)
+def test_check_model_args_knows_every_entry_point(name):
+    from humanvision.models import check_model_args
+
+    check_model_args(name, {})
+    check_model_args(name, {"input_size": (64, 64)})
+    msg = rf"model\.args\.bogus_arg: not an argument of {name}; accepted: .*input_size"
+    with pytest.raises(ConfigError, match=msg):
+        check_model_args(name, {"bogus_arg": 1})
+
+
+def test_create_model_rejects_a_misspelt_argument_before_building():
+    with pytest.raises(ConfigError, match=r"model\.args\.drop_path_rat: not an argument of vitpose_small "
+                                          r"\(did you mean drop_path_rate\?\)"):
+        create_model("vitpose_small", drop_path_rat=0.1)
+    with pytest.raises(ConfigError, match=r"model\.args\.decoder_chanels: .*did you mean decoder_channels"):
+        create_model("lateral_tiny", decoder_chanels=16)
+
+
+def test_register_model_with_explicit_model_cls():
+    from humanvision.models import check_model_args
+
+    @register_model(model_cls=nn.Linear)
+    def _hv_test_linear(skeleton="coco17", **kwargs):
+        return nn.Linear(**kwargs)
+
+    try:
+        check_model_args("_hv_test_linear", {"in_features": 3, "out_features": 2})
+        with pytest.raises(ConfigError, match=r"model\.args\.in_feature: .*\(did you mean in_features\?\)"):
+            create_model("_hv_test_linear", in_feature=3, out_features=2)
+        assert create_model("_hv_test_linear", in_features=3, out_features=2).weight.shape == (2, 3)
+    finally:
+        _registry._model_entrypoints.pop("_hv_test_linear", None)
+        _registry._model_to_module.pop("_hv_test_linear", None)
+        _registry._model_classes.pop("_hv_test_linear", None)

@@ -55,8 +55,9 @@ def make_recipe(root, name: str = "simplebaseline_tiny", **data) -> TopDownRecip
                  "val_ann": str(root / "annotations/person_keypoints_val.json"),
                  "val_images": str(root / "val"), **data},
         "train": {"epochs": 1, "batch_size": 8, "lr": 1e-3, "device": "cpu", "progress": False,
-                  "tensorboard": False, "output_dir": str(root / "runs" / name)},
-        "eval": {"batch_size": 8},
+                  "tensorboard": False, "output_dir": str(root / "runs" / name),
+                  "precision": "fp32", "channels_last": False},  # pinned: "auto" measures (tests compare runs)
+        "eval": {"batch_size": 8, "precision": "fp32", "channels_last": False},
     }, TopDownRecipe)
 
 
@@ -147,25 +148,90 @@ def pycocotools_stats(gt_file, results: list[dict], sigmas) -> np.ndarray:
     return np.asarray(ev.stats)
 
 
+def box_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """IoU of two xywh boxes."""
+    w = min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0])
+    h = min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1])
+    inter = max(w, 0.0) * max(h, 0.0)
+    return inter / (a[2] * a[3] + b[2] * b[3] - inter)
+
+
+def predict_noisy_ground_truth(monkeypatch, method, recipe, det_results, noise: float, seed: int = 0):
+    """Make ``method.predict`` return, for each box in ``predict_boxes`` order (the reader's order, one call
+    per batch), the ground truth of the person the box covers (best IoU in its image) with Gaussian noise of
+    ``noise x sqrt(area)`` px and joint ``i % 17`` of box ``i`` thrown half the box size away, mapped into
+    crop pixels with the crop formula of pose2d.md §1.6/§2.6 written out here.
+
+    Returns image ids, noisy image-pixel keypoints ``(M, 17, 2)``, the matched annotation ``(M,)`` and the
+    list of batch sizes ``predict`` was called with.
+    """
+    gt = eval_reader(recipe.data, "coco17")
+    boxes = eval_reader(recipe.data, "coco17", det_results)
+    dataset = TopDownDataset(boxes, build_transform(method, recipe.data, train=False))
+    (in_w, in_h), udp = dataset.transform.input_size, dataset.transform.udp
+    rng = np.random.default_rng(seed)
+    gt_image = np.array([gt.image_ids[o] for o in gt.owner])
+    image_ids, noisy, crops, scores, match = [], [], [], [], []
+    for i in range(len(boxes)):
+        image_id = boxes.image_ids[boxes.owner[i]]
+        people = np.flatnonzero(gt_image == image_id)
+        j = people[np.argmax([box_iou(gt.boxes[k], boxes.boxes[i]) for k in people])]
+        kp = gt.keypoints[j].astype(np.float64) + noise * np.sqrt(gt.area[j]) * rng.normal(size=(17, 2))
+        kp[i % 17] += 0.5 * boxes.boxes[i, 2:].max()
+        item = dataset[i]
+        (cx, cy), (sw, sh) = item["center"].numpy(), item["scale"].numpy()
+        steps = (in_w - 1, in_h - 1) if udp else (in_w, in_h)
+        crops.append(np.stack([(kp[:, 0] - cx + sw / 2) * steps[0] / sw,
+                               (kp[:, 1] - cy + sh / 2) * steps[1] / sh], -1))
+        scores.append(np.where(gt.flags[j] > 0, rng.uniform(0.5, 1.0, 17), rng.uniform(0.0, 0.1, 17)))
+        image_ids.append(image_id)
+        noisy.append(kp)
+        match.append(j)
+    crops, scores, calls = torch.from_numpy(np.array(crops)), torch.from_numpy(np.array(scores)), []
+
+    def predict(images: torch.Tensor, flip_test: bool = True):
+        start = sum(calls)
+        calls.append(len(images))
+        return crops[start:start + len(images)], scores[start:start + len(images)]
+
+    monkeypatch.setattr(method, "predict", predict)
+    return image_ids, np.array(noisy), np.array(match), calls
+
+
 @pytest.mark.parametrize("boxes", ["gt", "detections"])
-def test_evaluate_topdown_equals_pycocotools(coco_dir, tmp_path, boxes):
+def test_evaluate_topdown_equals_pycocotools(coco_dir, tmp_path, boxes, monkeypatch):
+    """model -> ``results.json`` -> AP through ``evaluate_topdown``, with a model that predicts noisy ground
+    truth (in crop pixels), so that AP is far from 0 and 1 and every result can be traced back to its box."""
     recipe = make_recipe(coco_dir)
     dets = coco_dir / "annotations/person_detections_val.json" if boxes == "detections" else None
     torch.manual_seed(0)
     method = build_method(recipe)
+    image_ids, noisy, match, calls = predict_noisy_ground_truth(monkeypatch, method, recipe, dets, noise=0.05)
     metrics = evaluate_topdown(method, recipe, out_dir=tmp_path, det_results=dets)
 
+    num_boxes = len(json.loads(dets.read_text())) if dets else len(eval_reader(recipe.data, "coco17"))
+    assert sum(calls) == len(noisy) == num_boxes and len(calls) == -(-num_boxes // recipe.eval.batch_size)
     results = json.loads((tmp_path / "results.json").read_text())
     assert json.loads((tmp_path / "metrics.json").read_text()) == metrics
-    num_boxes = len(json.loads(dets.read_text())) if dets else len(eval_reader(recipe.data, "coco17"))
     assert 0 < len(results) <= num_boxes
     assert metrics["num_detections"] == len(results)
     assert all(len(r["keypoints"]) == 51 and r["category_id"] == 1 for r in results)
+    # every result is the noisy ground truth of one of its image's boxes, back in image pixels (3 decimals)
+    for r in results:
+        kp = np.asarray(r["keypoints"]).reshape(17, 3)[:, :2]
+        same_image = [k for k, iid in enumerate(image_ids) if iid == r["image_id"]]
+        assert min(np.abs(noisy[k] - kp).max() for k in same_image) < 1e-3
 
     ref = pycocotools_stats(recipe.data.val_ann, results, get_skeleton("coco17").sigmas_array)
     np.testing.assert_allclose([metrics[k] for k in STAT_NAMES], ref, rtol=0, atol=1e-9)
+    assert 0.2 < metrics["AP"] < 0.95 and 0.2 < metrics["AR"] < 0.95
     if boxes == "gt":
-        assert 0.0 <= metrics["PCK@0.2"] <= 100.0
+        gt = eval_reader(recipe.data, "coco17")
+        assert (match == np.arange(len(gt))).all()  # one box per annotation, in order
+        dist = np.linalg.norm(noisy - gt.keypoints, axis=-1)
+        labelled = gt.flags > 0
+        correct = dist < 0.2 * gt.boxes[:, 2:].max(axis=1)[:, None]
+        assert metrics["PCK@0.2"] == pytest.approx(100.0 * correct[labelled].mean(), abs=1e-9)
     else:
         assert "PCK@0.2" not in metrics  # no annotation per detected box
 

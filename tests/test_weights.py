@@ -47,38 +47,104 @@ def _official(model, slot0_scale=0.3):
     return sd
 
 
-def _official_forward(sd, x, num_heads):
-    """Reference ViTPose forward written from the brief (pose2d.md 2.1/2.2), on the official state dict."""
-    g = sd.__getitem__
-    t = F.conv2d(x, g("backbone.patch_embed.proj.weight"), g("backbone.patch_embed.proj.bias"), stride=16,
-                 padding=2)
+# Checkpoint names as documented (pose2d.md 2.8): the official ViTPose repo (MMPose 0.x) and MMPose 1.x, whose
+# backbone is mmpretrain's VisionTransformer (patch_embed.projection, layers.i.{ln1, attn.qkv, attn.proj, ln2,
+# ffn.layers.0.0, ffn.layers.1}, final norm ln1; pre_norm is an Identity for ViTPose) and whose head is head.*.
+_DOC = {
+    "vitpose": {"patch": "backbone.patch_embed.proj", "block": "backbone.blocks.{}.", "ln1": "norm1", "ln2": "norm2",
+                "fc1": "mlp.fc1", "fc2": "mlp.fc2", "norm": "backbone.last_norm", "head": "keypoint_head"},
+    "mmpose1": {"patch": "backbone.patch_embed.projection", "block": "backbone.layers.{}.", "ln1": "ln1",
+                "ln2": "ln2", "fc1": "ffn.layers.0.0", "fc2": "ffn.layers.1", "norm": "backbone.ln1", "head": "head"},
+}
+_TINY = {"embed_dim": 32, "depth": 2, "num_heads": 2, "head_channels": 16}  # vitpose_tiny, smaller
+
+
+def _documented_checkpoint(layout, grid, decoder="classic", d=32, depth=2, deconv=16, joints=17, seed=0):
+    """A ViTPose state dict built by hand from the documented names and shapes, random values.
+
+    ``pos_embed`` is ``(1, 1 + N, D)`` for 0.x (slot 0: the cls slot added to every token) and ``(1, N, D)`` for
+    1.x (mmpretrain ``with_cls_token=False``: no extra token), ``N = grid[0] * grid[1]``.
+    """
+    gen = torch.Generator().manual_seed(seed)
+
+    def r(*shape, std=0.2):
+        return torch.randn(*shape, generator=gen) * std
+
+    n = _DOC[layout]
+    tokens = grid[0] * grid[1] + (layout == "vitpose")
+    sd = {f"{n['patch']}.weight": r(d, 3, 16, 16, std=0.05), f"{n['patch']}.bias": r(d),
+          "backbone.pos_embed": r(1, tokens, d, std=0.5)}
+    for i in range(depth):
+        b = n["block"].format(i)
+        for ln in (n["ln1"], n["ln2"]):
+            sd[f"{b}{ln}.weight"], sd[f"{b}{ln}.bias"] = 1 + r(d), r(d)
+        sd[f"{b}attn.qkv.weight"], sd[f"{b}attn.qkv.bias"] = r(3 * d, d), r(3 * d)
+        sd[f"{b}attn.proj.weight"], sd[f"{b}attn.proj.bias"] = r(d, d), r(d)
+        sd[f"{b}{n['fc1']}.weight"], sd[f"{b}{n['fc1']}.bias"] = r(4 * d, d), r(4 * d)
+        sd[f"{b}{n['fc2']}.weight"], sd[f"{b}{n['fc2']}.bias"] = r(d, 4 * d), r(d)
+    sd[f"{n['norm']}.weight"], sd[f"{n['norm']}.bias"] = 1 + r(d), r(d)
+    h = n["head"]
+    if decoder == "classic":
+        for j, cin in ((0, d), (3, deconv)):
+            sd[f"{h}.deconv_layers.{j}.weight"] = r(cin, deconv, 4, 4)
+            bn = f"{h}.deconv_layers.{j + 1}."
+            sd[bn + "weight"], sd[bn + "bias"] = 1 + r(deconv), r(deconv)
+            sd[bn + "running_mean"], sd[bn + "running_var"] = r(deconv), 0.5 + torch.rand(deconv, generator=gen)
+            sd[bn + "num_batches_tracked"] = torch.tensor(100)
+        sd[f"{h}.final_layer.weight"], sd[f"{h}.final_layer.bias"] = r(joints, deconv, 1, 1), r(joints)
+    else:
+        sd[f"{h}.final_layer.weight"], sd[f"{h}.final_layer.bias"] = r(joints, d, 3, 3), r(joints)
+    return sd
+
+
+def _reference_pos(pos, slot0, src_grid, grid):
+    """The ``(rows, cols, D)`` embedding a ``grid`` model adds to its patch tokens, from the documented tensor:
+    ``slot0`` "add" (0.x: added to every token), "skip" (a cls token's) or None. Another grid: bicubic resampling
+    of the 2-D patch grid (align_corners=False, as ViTPose, mmpretrain and timm), slot 0 added afterwards."""
+    d = pos.shape[-1]
+    patch = (pos[:, 1:] if slot0 else pos).reshape(1, *src_grid, d)
+    if tuple(src_grid) != tuple(grid):
+        patch = F.interpolate(patch.permute(0, 3, 1, 2), size=grid, mode="bicubic", align_corners=False)
+        patch = patch.permute(0, 2, 3, 1)
+    return patch[0] + (pos[0, :1] if slot0 == "add" else 0)
+
+
+def _official_forward(sd, x, num_heads, layout="vitpose", src_grid=None):
+    """Reference ViTPose forward written from the brief (pose2d.md 2.1/2.2) on a documented-layout state dict;
+    ``src_grid``: the checkpoint's token grid when the input size differs from the checkpoint's."""
+    g, n = sd.__getitem__, _DOC[layout]
+    t = F.conv2d(x, g(n["patch"] + ".weight"), g(n["patch"] + ".bias"), stride=16, padding=2)
     b, d, hh, ww = t.shape
     t = t.flatten(2).transpose(1, 2)
-    pos = g("backbone.pos_embed")
-    t = t + pos[:, 1:] + pos[:, :1]
+    pos = _reference_pos(g("backbone.pos_embed"), "add" if layout == "vitpose" else None, src_grid or (hh, ww),
+                         (hh, ww))
+    t = t + pos.reshape(1, hh * ww, d)
     i = 0
-    while f"backbone.blocks.{i}.norm1.weight" in sd:
-        p = f"backbone.blocks.{i}."
-        y = F.layer_norm(t, (d,), g(p + "norm1.weight"), g(p + "norm1.bias"), eps=1e-6)
+    while n["block"].format(i) + "attn.qkv.weight" in sd:
+        p = n["block"].format(i)
+        y = F.layer_norm(t, (d,), g(f"{p}{n['ln1']}.weight"), g(f"{p}{n['ln1']}.bias"), eps=1e-6)
         qkv = F.linear(y, g(p + "attn.qkv.weight"), g(p + "attn.qkv.bias")).reshape(b, -1, 3, num_heads, d // num_heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4)
         attn = (q @ k.transpose(-2, -1) * (d // num_heads) ** -0.5).softmax(-1)
         y = (attn @ v).transpose(1, 2).reshape(b, -1, d)
         t = t + F.linear(y, g(p + "attn.proj.weight"), g(p + "attn.proj.bias"))
-        y = F.layer_norm(t, (d,), g(p + "norm2.weight"), g(p + "norm2.bias"), eps=1e-6)
-        y = F.linear(F.gelu(F.linear(y, g(p + "mlp.fc1.weight"), g(p + "mlp.fc1.bias"))),
-                     g(p + "mlp.fc2.weight"), g(p + "mlp.fc2.bias"))
+        y = F.layer_norm(t, (d,), g(f"{p}{n['ln2']}.weight"), g(f"{p}{n['ln2']}.bias"), eps=1e-6)
+        y = F.linear(F.gelu(F.linear(y, g(f"{p}{n['fc1']}.weight"), g(f"{p}{n['fc1']}.bias"))),
+                     g(f"{p}{n['fc2']}.weight"), g(f"{p}{n['fc2']}.bias"))
         t = t + y
         i += 1
-    t = F.layer_norm(t, (d,), g("backbone.last_norm.weight"), g("backbone.last_norm.bias"), eps=1e-6)
+    t = F.layer_norm(t, (d,), g(n["norm"] + ".weight"), g(n["norm"] + ".bias"), eps=1e-6)
     f = t.transpose(1, 2).reshape(b, d, hh, ww)
+    h = n["head"]
+    if h + ".deconv_layers.0.weight" not in sd:  # simple decoder
+        f = F.interpolate(F.relu(f), scale_factor=4, mode="bilinear", align_corners=False)
+        return F.conv2d(f, g(h + ".final_layer.weight"), g(h + ".final_layer.bias"), padding=1)
     for j in (0, 3):
-        h = f"keypoint_head.deconv_layers.{j}.weight"
-        f = F.conv_transpose2d(f, g(h), stride=2, padding=1)
-        n = f"keypoint_head.deconv_layers.{j + 1}."
-        f = F.relu(F.batch_norm(f, g(n + "running_mean"), g(n + "running_var"), g(n + "weight"), g(n + "bias"),
+        f = F.conv_transpose2d(f, g(f"{h}.deconv_layers.{j}.weight"), stride=2, padding=1)
+        bn = f"{h}.deconv_layers.{j + 1}."
+        f = F.relu(F.batch_norm(f, g(bn + "running_mean"), g(bn + "running_var"), g(bn + "weight"), g(bn + "bias"),
                                 eps=1e-5))
-    return F.conv2d(f, g("keypoint_head.final_layer.weight"), g("keypoint_head.final_layer.bias"))
+    return F.conv2d(f, g(h + ".final_layer.weight"), g(h + ".final_layer.bias"))
 
 
 @pytest.mark.parametrize("name", ["vitpose_tiny", "simplebaseline_tiny"])
@@ -149,24 +215,60 @@ def test_official_simple_decoder_and_dropped_cls_token(tmp_path):
         torch.testing.assert_close(loaded(x), model(x), atol=1e-5, rtol=1e-4)
 
 
-def test_mmpose1_layout_loads_exactly(tmp_path):
-    model = _model("vitpose_tiny")
-    renames = [("backbone.patch_embed.proj.", "backbone.patch_embed.projection."), (".norm1.", ".ln1."),
-               (".norm2.", ".ln2."), (".mlp.fc1.", ".ffn.layers.0.0."), (".mlp.fc2.", ".ffn.layers.1."),
-               ("backbone.last_norm.", "backbone.ln1."), ("keypoint_head.", "head."), ("backbone.blocks.",
-                                                                                     "backbone.layers.")]
-    sd = {}
-    for k, v in _official(model).items():
-        for a, b in renames:
-            k = k.replace(a, b)
-        sd[k] = v
-    path = tmp_path / "mmpose1.pth"
-    torch.save({"state_dict": sd}, path)
-    loaded = create_model("vitpose_tiny").eval()
-    assert load_weights(loaded, path).layout == "mmpose1"
-    x = torch.randn(1, 3, 128, 96)
+@pytest.mark.parametrize(("layout", "decoder"), [("vitpose", "classic"), ("vitpose", "simple"),
+                                               ("mmpose1", "classic"), ("mmpose1", "simple")])
+@pytest.mark.parametrize("src_grid", [(8, 6), (16, 12)], ids=["same-size", "from-256x192"])
+def test_documented_layouts_load_exactly(layout, decoder, src_grid, tmp_path):
+    """Hand-built 0.x / 1.x checkpoints (documented names and pos-embed slots) give the reference outputs."""
+    sd = _documented_checkpoint(layout, src_grid, decoder)
+    path = tmp_path / f"{layout}.pth"
+    torch.save({"meta": {"epoch": 210}, "state_dict": sd}, path)
+    model = create_model("vitpose_tiny", decoder=decoder, **_TINY).eval()  # 128x96 -> 8x6 grid
+    report = load_weights(model, path)
+    assert report.layout == layout and report.resized == ([] if src_grid == (8, 6) else ["backbone.pos_embed"])
+    want_pos = _reference_pos(sd["backbone.pos_embed"], "add" if layout == "vitpose" else None, src_grid, (8, 6))
+    torch.testing.assert_close(model.backbone.pos_embed.detach().reshape(8, 6, 32), want_pos)
+    x = torch.randn(2, 3, 128, 96, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
-        torch.testing.assert_close(loaded(x), model(x), atol=1e-5, rtol=1e-4)
+        want = _official_forward(sd, x, num_heads=2, layout=layout, src_grid=src_grid)
+        assert want.shape == (2, 17, 32, 24) and want.std() > 0.1
+        torch.testing.assert_close(model(x), want, atol=1e-4, rtol=1e-4)
+
+
+def test_pos_embed_slot_rules(tmp_path):
+    """1.x with mmpretrain's cls token: slot 0 is the token's and is dropped; a 0.x file without the documented
+    extra slot (or a grid that cannot be inferred) is refused, naming the key, instead of loading a 47x1 grid."""
+    model = create_model("vitpose_tiny", **_TINY)
+    sd = _documented_checkpoint("mmpose1", (8, 6))
+    sd["backbone.cls_token"] = torch.randn(1, 1, 32)
+    sd["backbone.pos_embed"] = torch.cat([torch.randn(1, 1, 32), sd["backbone.pos_embed"]], dim=1)
+    out, report = convert_vitpose_checkpoint(sd, model)
+    assert report.dropped == ["backbone.cls_token"] and not report.resized
+    torch.testing.assert_close(out["backbone.pos_embed"], sd["backbone.pos_embed"][:, 1:])
+    sd = _documented_checkpoint("vitpose", (8, 6))
+    sd["backbone.pos_embed"] = sd["backbone.pos_embed"][:, 1:]  # 48 tokens: 47 after the cls slot
+    with pytest.raises(DataError, match=r"47 patch tokens give no plausible grid.*8x6.*47x1.*src_grid"):
+        convert_vitpose_checkpoint(sd, model, file="x.pth")
+    with pytest.raises(DataError, match=r"x\.pth.*backbone\.pos_embed.*48 patch tokens do not form a 8x5 grid"):
+        convert_vitpose_checkpoint(_documented_checkpoint("vitpose", (8, 6)), model, src_grid=(8, 5), file="x.pth")
+
+
+@pytest.mark.parametrize("cls_token", [True, False], ids=["with-cls", "no-cls"])
+def test_backbone_init_pos_embed_slots(cls_token, tmp_path):
+    """timm / MAE layout: ``(1, 1 + N, D)`` with a cls token (slot 0 added to every token, as ViTPose does with
+    MAE weights), ``(1, N, D)`` without; a 4x4 grid is resampled in 2-D to the model's 8x6."""
+    model = create_model("vitpose_tiny", **_TINY)
+    gen = torch.Generator().manual_seed(2)
+    sd = {k: torch.randn(v.shape, generator=gen) for k, v in model.backbone.state_dict().items()}
+    sd["pos_embed"] = torch.randn(1, 16 + cls_token, 32, generator=gen)
+    if cls_token:
+        sd["cls_token"] = torch.zeros(1, 1, 32)
+    path = tmp_path / "timm.safetensors"
+    save_file(sd, str(path))
+    report = load_backbone_weights(model, path)
+    assert report.resized == ["pos_embed"]
+    want = _reference_pos(sd["pos_embed"], "add" if cls_token else None, (4, 4), (8, 6))
+    torch.testing.assert_close(model.backbone.pos_embed.detach().reshape(8, 6, 32), want)
 
 
 def test_pos_embed_is_resampled_for_another_input_size(tmp_path):

@@ -21,11 +21,12 @@ def _fail(e: Exception) -> None:
     raise typer.Exit(code=1)
 
 
-def _load_recipe(config: Path, overrides: list[str]):
+def _load_recipe(config: Path, overrides: list[str], unchecked: tuple[str, ...] = ()):
+    """The recipe; paths under ``unchecked`` keys are not required to exist (a command that does not use them)."""
     from humanvision.config import load_config
     from humanvision.methods.topdown import TopDownRecipe
 
-    return load_config(config, TopDownRecipe, overrides)
+    return load_config(config, TopDownRecipe, overrides, unchecked=unchecked)
 
 
 def _print_metrics(title: str, metrics: dict) -> None:
@@ -43,7 +44,7 @@ def _print_metrics(title: str, metrics: dict) -> None:
 def run_training(recipe, resume: bool = False, quiet: bool = False) -> dict:
     """Train the recipe (generating synthetic data first when the recipe asks for it); returns the fit summary."""
     from humanvision.config import save_config
-    from humanvision.engine import Trainer
+    from humanvision.engine import Trainer, seed_everything
     from humanvision.methods.topdown import (
         TopDownDataset,
         build_method,
@@ -53,11 +54,9 @@ def run_training(recipe, resume: bool = False, quiet: bool = False) -> dict:
         train_reader,
     )
 
-    prepare_synthetic(recipe.data, quiet=quiet)
-    from humanvision.engine import seed_everything
-
     seed_everything(recipe.train.seed)  # the initial weights are a function of the recipe, like the data order
-    method = build_method(recipe)
+    method = build_method(recipe)  # before any data work: a bad model name or argument fails at once
+    prepare_synthetic(recipe.data, quiet=quiet)
     dataset = TopDownDataset(train_reader(recipe.data, method.skeleton.name),
                              build_transform(method, recipe.data, train=True), cache_images=recipe.data.cache_images)
     out = Path(recipe.train.output_dir)
@@ -66,9 +65,10 @@ def run_training(recipe, resume: bool = False, quiet: bool = False) -> dict:
 
     main_rank = int(os.environ.get("RANK", "0")) == 0  # under torchrun every rank evaluates, rank 0 writes
 
-    def eval_fn(model, epoch: int) -> dict:
+    def eval_fn(model, epoch: int) -> dict:  # inference in the precision the training run chose
         m = evaluate_topdown(model, recipe, out_dir=out / "eval" if main_rank else None,
-                             device=next(model.parameters()).device)
+                             device=next(model.parameters()).device,
+                             precision=(trainer.choice.precision, trainer.choice.channels_last))
         return {k: v for k, v in m.items() if isinstance(v, float)}
 
     trainer = Trainer(recipe.train, method, dataset, eval_fn=eval_fn)
@@ -105,7 +105,7 @@ def evaluate(config: Path = typer.Argument(..., help="YAML recipe (see configs/)
     from humanvision.methods.topdown import build_method, evaluate_topdown, prepare_synthetic
 
     try:
-        recipe = _load_recipe(config, set_)
+        recipe = _load_recipe(config, set_, unchecked=("data.train_ann", "data.train_images", "model.weights"))
         prepare_synthetic(recipe.data)
         method = build_method(recipe, weights=weights)
         metrics = evaluate_topdown(method, recipe, out_dir=out, det_results=dets, progress=True)
@@ -161,30 +161,49 @@ def infer(inputs: list[Path] = typer.Argument(..., help="Images, folders of imag
           boxes: Path | None = typer.Option(None, "--boxes", help="Person boxes json; default: the whole image."),
           out: Path = typer.Option(Path("outputs/infer"), "--out", help="Output folder."),
           threshold: float = typer.Option(0.3, help="Score threshold for drawing joints."),
+          coco_ann: Path | None = typer.Option(None, "--coco-ann", help="COCO json whose images these are: "
+                                               "results.json then uses its image ids (for `evaluate coco`)."),
           set_: list[str] = typer.Option([], "--set", help=SET_HELP),
           ) -> None:
-    """Predict poses: writes a skeleton overlay per image (an .mp4 per video) and predictions.json."""
+    """Predict poses: writes a skeleton overlay per image (an .mp4 per video), predictions.json (per file) and
+    results.json (a COCO keypoint result list: image ids from --coco-ann, else numeric file names such as
+    000000000139.jpg, else the input order, written to image_ids.json)."""
     import cv2
     import numpy as np
     import torch
 
     from humanvision.data.io import read_image, write_image
     from humanvision.data.transforms import keypoints_to_image
+    from humanvision.engine.precision import autocast, choose_for_inference, describe_rates
     from humanvision.errors import DataError, HumanVisionError
     from humanvision.methods.topdown import build_method, build_transform, to_coco_results
     from humanvision.viz import draw_boxes, draw_skeleton
 
-    try:
-        recipe = _load_recipe(config, set_)
+    try:  # inference needs no data paths of the recipe, and --weights replaces model.weights
+        recipe = _load_recipe(config, set_, unchecked=("data.", "model.weights"))
         method = build_method(recipe, weights=weights).eval()
         transform = build_transform(method, recipe.data, train=False)
         box_map = _load_boxes(boxes)
         files = _expand_inputs(inputs)
+        known_ids = _coco_image_ids(coco_ann)
+        for f in files:
+            if known_ids and f.suffix.lower() in IMAGE_EXTS and f.name not in known_ids:
+                raise DataError(f"not among the images of {coco_ann}", file=str(f))
     except HumanVisionError as e:
         _fail(e)
     out.mkdir(parents=True, exist_ok=True)
+    choice = None  # precision / memory format, measured on the first image's crops (eval.precision: auto)
+    image_ids: dict[str, int] = {}
+    numeric = all(f.suffix.lower() in IMAGE_EXTS and f.stem.isdigit() for f in files)  # COCO-style file names
+
+    def image_id(name: str) -> int:
+        if name not in image_ids:
+            image_ids[name] = (known_ids[name] if name in known_ids else int(Path(name).stem) if numeric
+                               else len(image_ids))
+        return image_ids[name]
 
     def run(image: np.ndarray, name: str) -> tuple[np.ndarray, list[dict]]:
+        nonlocal choice
         h, w = image.shape[:2]
         bxs = box_map.get(Path(name).stem, [((0.0, 0.0, float(w), float(h)), 1.0)])
         crops, centers, scales = [], [], []
@@ -193,12 +212,20 @@ def infer(inputs: list[Path] = typer.Argument(..., help="Images, folders of imag
             crops.append(img)
             centers.append(meta["center"])
             scales.append(meta["scale"])
-        kp, sc = method.predict(torch.stack(crops), flip_test=recipe.eval.flip_test)
+        batch = torch.stack(crops)
+        if choice is None:
+            choice = choose_for_inference(method, lambda x: method.predict(x, flip_test=recipe.eval.flip_test),
+                                          batch, recipe.eval.precision, recipe.eval.channels_last)
+            typer.echo(f"precision: {describe_rates(choice, 'crops/s')}")
+        if choice.channels_last:
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        with autocast(batch.device, choice.precision):
+            kp, sc = method.predict(batch, flip_test=recipe.eval.flip_test)
         kp_img = keypoints_to_image(kp.double().numpy(), np.asarray(centers), np.asarray(scales),
                                     transform.input_size, transform.udp)
         pred = {"keypoints": kp_img, "scores": sc.double().numpy(), "box_scores": np.array([s for _, s in bxs]),
                 "areas": np.asarray(scales).prod(1), "indices": np.arange(len(bxs))}
-        results = to_coco_results(pred, [name] * len(bxs), method.skeleton, recipe.eval.rescore_thr,
+        results = to_coco_results(pred, [image_id(name)] * len(bxs), method.skeleton, recipe.eval.rescore_thr,
                                   recipe.eval.nms_thr)
         vis = draw_boxes(image, np.array([b for b, _ in bxs], dtype=np.float64))
         if results:
@@ -206,7 +233,7 @@ def infer(inputs: list[Path] = typer.Argument(..., help="Images, folders of imag
             vis = draw_skeleton(vis, k[..., :2], method.skeleton, scores=k[..., 2], threshold=threshold)
         return vis, results
 
-    predictions: dict[str, list] = {}
+    predictions: dict[str, list] = {}  # file (or video#frame) -> its COCO result records
     t0, frames = time.perf_counter(), 0
     with torch.no_grad():
         for f in files:
@@ -240,8 +267,24 @@ def infer(inputs: list[Path] = typer.Argument(..., help="Images, folders of imag
             predictions[f.name] = res
             frames += 1
     (out / "predictions.json").write_text(json.dumps(predictions))
+    (out / "results.json").write_text(json.dumps([r for rs in predictions.values() for r in rs]))
+    if not known_ids and not numeric:
+        (out / "image_ids.json").write_text(json.dumps(image_ids, indent=1))
     dt = time.perf_counter() - t0
-    typer.echo(f"{frames} image(s)/frame(s) in {dt:.1f} s -> {out} (overlays + predictions.json)")
+    typer.echo(f"{frames} image(s)/frame(s) in {dt:.1f} s -> {out} (overlays, predictions.json, results.json)")
+
+
+def _coco_image_ids(path: Path | None) -> dict[str, int]:
+    """File name -> image id from a COCO json's ``images`` (empty without one)."""
+    from humanvision.errors import DataError
+
+    if path is None:
+        return {}
+    try:
+        images = json.loads(path.read_text())["images"]
+        return {Path(im["file_name"]).name: int(im["id"]) for im in images}
+    except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+        raise DataError(f"not a COCO annotation file with images[].file_name / id: {e!r}", file=str(path)) from None
 
 
 # The built-in synthetic recipe of `humanvision demo`; configs/synthetic_tiny.yaml holds the same values.
@@ -251,10 +294,10 @@ DEMO_RECIPE = {
     "data": {"source": "synthetic", "synthetic_dir": "data/synthetic_coco", "synthetic_train": 12000,
              "synthetic_val": 150, "synthetic_size": [256, 256], "synthetic_seed": 0, "augment": "flip",
              "cache_images": True},
-    "train": {"epochs": 10, "max_minutes": 9.0, "batch_size": 32, "lr": 4e-3, "weight_decay": 1e-4,
-              "schedule": "cosine", "warmup_iters": 50, "clip_grad": 1.0, "precision": "bf16", "channels_last": True,
-              "num_workers": 0, "best_metric": "AP", "eval_every": 4, "output_dir": "runs/synthetic_tiny",
-              "log_every": 10},
+    "train": {"epochs": 10, "max_minutes": 9.0, "min_steps": 1125, "batch_size": 32, "lr": 4e-3,
+              "weight_decay": 1e-4, "schedule": "cosine", "warmup_iters": 50, "clip_grad": 1.0, "precision": "auto",
+              "channels_last": "auto", "num_workers": 0, "best_metric": "AP", "eval_every": 4,
+              "output_dir": "runs/synthetic_tiny", "log_every": 10},
     "eval": {"flip_test": True, "batch_size": 64, "num_vis": 8},
 }
 
@@ -264,7 +307,10 @@ def demo(out: Path = typer.Option(Path("runs/demo"), "--out", help="Run folder (
          data_dir: Path = typer.Option(Path("data/synthetic_coco"), "--data", help="Where to write the data."),
          set_: list[str] = typer.Option([], "--set", help=SET_HELP),
          ) -> None:
-    """The main job: synthesise a COCO-format set, train the small model on CPU, evaluate, draw overlays."""
+    """The main job: synthesise a COCO-format set, train the small model on CPU, evaluate, draw overlays.
+
+    Training runs in the fastest precision measured on this machine, for 9 minutes but at least train.min_steps
+    optimiser steps (a CPU without native bf16 takes longer instead of returning an untrained model)."""
     import numpy as np
 
     from humanvision.config import load_config
@@ -282,15 +328,18 @@ def demo(out: Path = typer.Option(Path("runs/demo"), "--out", help="Run folder (
     try:
         recipe = load_config(DEMO_RECIPE, TopDownRecipe, [f"train.output_dir={out}", f"data.synthetic_dir={data_dir}",
                                                           *set_])
+        build_method(recipe)  # the whole recipe, model included, is valid before minutes of rendering
         prepare_synthetic(recipe.data)  # synthesis is not part of the training time
         t0 = time.perf_counter()
-        run_training(recipe)
+        summary = run_training(recipe)
         minutes_used = (time.perf_counter() - t0) / 60
         method = build_method(recipe, weights=out)
-        metrics = evaluate_topdown(method, recipe, out_dir=out / "eval", progress=True)
+        choice = summary["precision"]
+        metrics = evaluate_topdown(method, recipe, out_dir=out / "eval", progress=True,
+                                   precision=(choice["precision"], choice["channels_last"]))
     except HumanVisionError as e:
         _fail(e)
-    metrics["train_minutes"] = minutes_used
+    metrics.update(_training_report(recipe.train, summary, minutes_used))
     _print_metrics("demo: synthetic COCO-format validation (unseen people, GT boxes)", metrics)
 
     # overlays of validation images with the predictions
@@ -316,4 +365,26 @@ def demo(out: Path = typer.Option(Path("runs/demo"), "--out", help="Run folder (
     write_image(out / "overlays.png", make_grid(tiles, ncols=4))
     (out / "demo_metrics.json").write_text(json.dumps(metrics, indent=2))
     typer.echo(f"OKS AP {metrics['AP']:.3f}  PCK@0.2 {metrics.get('PCK@0.2', float('nan')):.3f}  "
-               f"({minutes_used:.1f} min training) -> {out}/overlays.png, {out}/demo_metrics.json")
+               f"({minutes_used:.1f} min training, {metrics['steps']} steps in {metrics['train_precision']}) -> "
+               f"{out}/overlays.png, {out}/demo_metrics.json")
+    if metrics.get("note"):
+        typer.echo(f"note: {metrics['note']}")
+
+
+def _training_report(cfg, summary: dict, minutes: float) -> dict:
+    """What the demo's training did, for demo_metrics.json: steps, precision and measured speed, and a note when
+    the time budget alone would have been too short on this machine."""
+    choice = summary["precision"]
+    rate = choice["rates"].get(choice["precision"] + ("+channels_last" if choice["channels_last"] else ""))
+    report = {"train_minutes": minutes, "steps": summary["step"], "min_steps": cfg.min_steps,
+              "budget_minutes": cfg.max_minutes, "budget_extended": bool(summary["budget_extended"]),
+              "train_precision": choice["precision"] + ("+channels_last" if choice["channels_last"] else ""),
+              "measured_images_per_s": rate, "precision_rates": choice["rates"]}
+    if summary["budget_extended"]:
+        report["note"] = (f"this CPU trains at ~{rate or 0:.0f} images/s ({report['train_precision']}); the "
+                          f"{cfg.max_minutes:g}-minute budget would have ended after about "
+                          f"{summary.get('estimated_steps') or '?'} steps, so training ran on to the "
+                          f"{cfg.min_steps}-step floor (train.min_steps) that gives a usable model. A CPU with native "
+                          "bf16 (AVX-512-BF16 or AMX) or a GPU trains 3-6x more steps in the same time; "
+                          "--set train.min_steps=N trades time for accuracy.")
+    return report

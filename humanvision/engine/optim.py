@@ -4,11 +4,13 @@ Conventions (mmcv / timm, as used by ViTPose, PCT and HAP):
 
 * **No weight decay** for every 1-D parameter (biases, norm weights), every ``*.bias`` and every name matched by the
   model's optional ``no_weight_decay()`` (see :func:`param_groups`). Frozen parameters are left out.
-* **Layer-wise lr decay**: a model that supports it defines ``layer_id(name) -> int`` and ``num_layers``, the
-  *largest* layer id (the head's). A parameter's lr is ``lr * decay ** (num_layers - layer_id(name))``. For a
-  ViT-B with 12 blocks the ViTPose rule is ``patch_embed``/``pos_embed`` → 0, ``blocks.i`` → i+1, everything else
-  → ``num_layers`` = 13, so patch_embed gets ``0.75**13 ≈ 0.024`` of the base lr and the head 1.0. The Swin rule of
-  PCT is implemented the same way by the Swin model. The engine only applies the generic formula.
+* **Layer-wise lr decay** (mmcv ``LayerDecayOptimizerConstructor``): a model that supports it defines
+  ``layer_id(name) -> int`` and ``num_layers``, the *number* of layer ids: ids run from 0 (embeddings) to
+  ``num_layers - 1`` (last norm and head). A parameter's lr is ``lr * decay ** (num_layers - 1 - layer_id(name))``.
+  For a ViT-B with 12 blocks the ViTPose rule is ``patch_embed``/``pos_embed`` → 0, ``blocks.i`` → i+1, everything
+  else → 13, ``num_layers`` = 12 + 2 = 14, so patch_embed gets ``0.75**13 ≈ 0.024`` of the base lr and the head 1.0.
+  The Swin rule of PCT (patch merging counted as one more layer of the stage it ends, Swin-B ``num_layers`` = 29) is
+  implemented the same way by the Swin model. This is the only builder; the engine only applies the formula.
 * **Schedules** are per optimiser iteration and multiply each group's ``lr * lr_scale``:
   ``lr_group(it) = lr * lr_scale * factor(it)`` with :func:`lr_factor`.
 """
@@ -49,11 +51,12 @@ def param_groups(model: nn.Module, weight_decay: float, layer_decay: float | Non
         weight_decay: decay for matrices / conv kernels; 0 for 1-D parameters, biases and ``no_weight_decay`` names
             (the model's ``no_weight_decay()`` set plus the ``no_weight_decay`` argument; component match, see
             :func:`_matches`).
-        layer_decay: ``None`` for one lr for all; else ``decay ** (model.num_layers - model.layer_id(name))``.
+        layer_decay: ``None`` for one lr for all; else ``decay ** (model.num_layers - 1 - model.layer_id(name))``.
 
     Returns:
-        A list of dicts with ``params``, ``param_names``, ``weight_decay``, ``lr_scale`` and ``name``, one per
-        (layer id, decay/no-decay) pair in first-seen order; the schedule multiplies ``lr_scale`` into each lr.
+        A list of dicts with ``params``, ``param_names``, ``weight_decay``, ``lr_scale``, ``layer_id`` and ``name``,
+        one per (layer id, decay/no-decay) pair in first-seen order; the schedule multiplies ``lr_scale`` into each
+        lr.
     """
     skip = set(no_weight_decay)
     if hasattr(model, "no_weight_decay"):
@@ -72,14 +75,14 @@ def param_groups(model: nn.Module, weight_decay: float, layer_decay: float | Non
         wd = 0.0 if no_decay else weight_decay
         layer, scale = 0, 1.0
         if layer_decay is not None:
-            layer, top = int(model.layer_id(name)), int(model.num_layers)
-            if not 0 <= layer <= top:
-                raise ConfigError(f"{type(model).__name__}.layer_id({name!r}) = {layer} is outside [0, num_layers="
-                                  f"{top}]")
-            scale = layer_decay ** (top - layer)
+            layer, count = int(model.layer_id(name)), int(model.num_layers)
+            if not 0 <= layer < count:
+                raise ConfigError(f"{type(model).__name__}.layer_id({name!r}) = {layer} is outside [0, num_layers - 1"
+                                  f" = {count - 1}]")
+            scale = layer_decay ** (count - 1 - layer)
         key = f"layer_{layer}_{'no_decay' if no_decay else 'decay'}"
         group = groups.setdefault(key, {"name": key, "params": [], "param_names": [], "weight_decay": wd,
-                                        "lr_scale": scale})
+                                        "lr_scale": scale, "layer_id": layer})
         group["params"].append(param)
         group["param_names"].append(name)
     if not groups:

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -44,11 +44,17 @@ from humanvision.engine.distributed import (
 from humanvision.engine.ema import ModelEma
 from humanvision.engine.logging import TrainLogger
 from humanvision.engine.optim import OPTIMIZERS, SCHEDULES, LRSchedule, build_optimizer, param_groups
+from humanvision.engine.precision import (
+    AMP_DTYPES,
+    PrecisionChoice,
+    autocast,
+    candidates,
+    choose,
+    describe_rates,
+)
 from humanvision.errors import ConfigError, TrainingError
 
 __all__ = ["TrainConfig", "Trainer", "move_to", "seed_everything"]
-
-_AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass
@@ -59,16 +65,25 @@ class TrainConfig:
     ``fit`` (evaluations and checkpoints included, resumed runs count the time before the interruption) or after
     ``epochs``, whichever comes first, and cosine / poly schedules follow the larger of the step and the time
     fraction, so the lr reaches the end of its curve when the time is up (the number of steps then depends on the
-    machine: such a run is not bit-reproducible, and ``step`` milestones stay in epochs); ``save_every_steps`` adds
-    mid-epoch checkpoints to the per-epoch ones; ``channels_last`` trains a CNN in the channels-last memory format
-    (model and 4-D batch tensors; on this project's 2-core AVX2 CPU it made a small ResNet 1.3-1.6x faster,
-    max-pooling most of all)."""
+    machine: such a run is not bit-reproducible, and ``step`` milestones stay in epochs); ``min_steps`` (with
+    ``max_minutes``) is a floor under the budget: the run does not stop for time before that many optimiser steps,
+    so a slow machine trains longer instead of returning an untrained model (the schedule then follows
+    ``step / min_steps`` where that is behind the time fraction); ``save_every_steps`` adds mid-epoch checkpoints to
+    the per-epoch ones.
+
+    ``precision`` (fp32, bf16, fp16 autocast) and ``channels_last`` (a CNN's weights and 4-D batch tensors in the
+    channels-last memory format) default to ``auto``: before the first step the engine times a training
+    micro-batch in each candidate setting on the real model and batch and keeps the fastest
+    (:mod:`humanvision.engine.precision`; on CPUs bf16 is 2-3x faster than fp32 where it is native and ~10x slower
+    where it is emulated). The choice is printed, returned by ``fit`` and stored in the checkpoint, and a resumed
+    run keeps it. An explicit value is honoured as given."""
 
     epochs: int = 1
     batch_size: int = 32
     accum_steps: int = 1
     max_steps: int | None = None
     max_minutes: float | None = None
+    min_steps: int | None = None
     optimizer: str = "adamw"
     lr: float = 1e-3
     weight_decay: float = 0.05
@@ -84,8 +99,8 @@ class TrainConfig:
     gamma: float = 0.1
     min_lr_ratio: float = 0.0
     power: float = 0.9
-    precision: str = "fp32"
-    channels_last: bool = False
+    precision: str = "auto"
+    channels_last: bool | Literal["auto"] = "auto"
     compile: bool = False
     ema: float | None = None
     seed: int = 0
@@ -107,7 +122,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         self.milestones = tuple(int(m) for m in self.milestones)
         self.betas = tuple(self.betas)  # type: ignore[assignment]
-        choices = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "precision": tuple(_AMP_DTYPES),
+        choices = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "precision": ("auto", *AMP_DTYPES),
                    "best_mode": ("max", "min")}
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
@@ -124,6 +139,11 @@ class TrainConfig:
             raise ConfigError(f"train.max_steps: must be >= 1 or null, got {self.max_steps}")
         if self.max_minutes is not None and not self.max_minutes > 0:
             raise ConfigError(f"train.max_minutes: must be > 0 or null, got {self.max_minutes}")
+        if self.min_steps is not None and (self.min_steps < 1 or self.max_minutes is None):
+            raise ConfigError(f"train.min_steps: a floor (>= 1) under the time budget train.max_minutes, which "
+                              f"is {self.max_minutes}; got {self.min_steps}")
+        if self.channels_last not in (True, False, "auto"):
+            raise ConfigError(f"train.channels_last: expected true, false or auto, got {self.channels_last!r}")
         if self.clip_grad is not None and self.clip_grad <= 0:
             raise ConfigError(f"train.clip_grad: must be > 0 or null, got {self.clip_grad}")
         if self.ema is not None and not 0.0 <= self.ema < 1.0:
@@ -201,15 +221,17 @@ class Trainer:
         self.output_dir = Path(cfg.output_dir)
 
         self.model = model.to(self.device)
-        if cfg.channels_last:
-            self.model.to(memory_format=torch.channels_last)
         groups = (param_groups_fn(self.model) if param_groups_fn is not None
                   else param_groups(self.model, cfg.weight_decay, cfg.layer_decay))
         self.optimizer = build_optimizer(groups, cfg.optimizer, cfg.lr, betas=cfg.betas, momentum=cfg.momentum)
         self.params = [p for g in self.optimizer.param_groups for p in g["params"]]
         self.ema = ModelEma(self.model, cfg.ema) if cfg.ema is not None else None
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.precision == "fp16")
-        self.amp_dtype = _AMP_DTYPES[cfg.precision]
+        # set by _setup() when fit() starts: the precision / memory format (measured for "auto"), the GradScaler
+        # (fp16 only), the DDP wrapper and torch.compile
+        self.choice: PrecisionChoice | None = None
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=False)
+        self.channels_last = False
+        self.collate_fn = collate_fn
 
         if not hasattr(train_dataset, "__getitem__") or not hasattr(train_dataset, "__len__"):
             raise ConfigError(f"train dataset {type(train_dataset).__name__} must be map-style (__getitem__, "
@@ -230,20 +252,16 @@ class Trainer:
             warmup_ratio=cfg.warmup_ratio, milestones=cfg.milestones, gamma=cfg.gamma,
             min_lr_ratio=cfg.min_lr_ratio, power=cfg.power)
 
-        self.ddp = None
-        if dist.distributed:
-            device_ids = [self.device.index] if self.device.type == "cuda" else None
-            self.ddp = DistributedDataParallel(self.model, device_ids=device_ids,
-                                               find_unused_parameters=cfg.find_unused_parameters)
-        self.net: nn.Module = self.ddp or self.model
-        if cfg.compile:
-            self.net = torch.compile(self.net)
+        self.ddp: DistributedDataParallel | None = None
+        self.net: nn.Module = self.model
 
         self.step = self.epoch = self.epoch_step = 0  # optimiser steps; completed epochs; steps into this epoch
         self.elapsed = 0.0  # seconds spent in fit(), over every resumption
         self.clock: Callable[[], float] = time.perf_counter  # seconds; tests substitute a fake clock
         self._clock_start = self.clock()
         self._time_fraction = 0.0  # elapsed / (max_minutes * 60), the same on every rank
+        self.budget_extended = False  # the time budget ran out before min_steps
+        self.estimated_steps: int | None = None  # steps the budget buys at the measured rate (budgeted runs)
         self.best: dict[str, Any] | None = None
         self.metrics: dict[str, float] = {}
         self.last_checkpoint: Path | None = None
@@ -258,8 +276,12 @@ class Trainer:
         path = self._resume_path(resume)
         if path is not None:
             self.load(path)
+        else:
+            self._setup()
         self.logger = TrainLogger(self.output_dir, enabled=self.dist.is_main, progress=cfg.progress,
                                   tensorboard=cfg.tensorboard, resume_step=self.step if path else None)
+        self.logger.print(f"precision: {describe_rates(self.choice)}")
+        self._warn_budget()
         total = cfg.epochs * self.steps_per_epoch
         self.logger.start(min(total, cfg.max_steps or total), self.step)
         self._clock_start = self.clock() - self.elapsed
@@ -269,8 +291,11 @@ class Trainer:
                 self._train_epoch()
                 if self.epoch_step < self.steps_per_epoch:  # stopped by max_steps / max_minutes inside the epoch
                     if self._time_up():
-                        self.logger.print(f"time budget of {cfg.max_minutes:g} min used up at step {self.step} "
-                                          f"(epoch {self.epoch + 1}, step {self.epoch_step} of {self.steps_per_epoch})")
+                        floor = (f", extended to train.min_steps = {cfg.min_steps}" if self.budget_extended
+                                 else "")
+                        self.logger.print(f"time budget of {cfg.max_minutes:g} min used up{floor}: stopped at step "
+                                          f"{self.step} (epoch {self.epoch + 1}, step {self.epoch_step} of "
+                                          f"{self.steps_per_epoch})")
                         if self.eval_fn is not None:
                             self.evaluate()
                     break
@@ -286,7 +311,8 @@ class Trainer:
             self.logger.close()
         self.elapsed = self.clock() - self._clock_start
         return {"step": self.step, "epoch": self.epoch, "minutes": self.elapsed / 60, "metrics": self.metrics,
-                "best": self.best, "last_checkpoint": self.last_checkpoint}
+                "best": self.best, "last_checkpoint": self.last_checkpoint, "precision": self.choice.as_dict(),
+                "budget_extended": self.budget_extended, "estimated_steps": self.estimated_steps}
 
     def _train_epoch(self) -> None:
         cfg, accum = self.cfg, self.cfg.accum_steps
@@ -297,8 +323,11 @@ class Trainer:
         count, tic = 0, time.perf_counter()
         while self.epoch_step < self.steps_per_epoch and not self._done():
             progress = None
-            if cfg.max_minutes is not None:
-                progress = max(self.step / self.schedule.total_iters, self._time_fraction)
+            if cfg.max_minutes is not None:  # the time fraction, unless a slow machine is held up by min_steps
+                timed = self._time_fraction
+                if cfg.min_steps is not None:
+                    timed = min(timed, self.step / cfg.min_steps)
+                progress = max(self.step / self.schedule.total_iters, timed)
             lr = self.schedule.apply(self.optimizer, self.step, progress)
             terms: dict[str, torch.Tensor] = {}
             for micro in range(accum):
@@ -336,12 +365,8 @@ class Trainer:
 
     def _forward_backward(self, batch: Any) -> dict[str, torch.Tensor]:
         """One micro-batch: autocast forward, finiteness check, (scaled) backward. Returns the detached terms."""
-        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-            out = self.net(move_to(batch, self.device, self.cfg.channels_last))
-        if not isinstance(out, Mapping) or not isinstance(out.get("loss"), torch.Tensor) or out["loss"].numel() != 1:
-            got = {k: tuple(getattr(v, "shape", ())) for k, v in out.items()} if isinstance(out, Mapping) else type(out).__name__
-            raise TrainingError(f"{type(self.model).__name__}.forward(batch) must return a dict with a scalar "
-                                f"tensor 'loss' (and the same scalar terms every step) in training mode; got {got}")
+        with autocast(self.device, self.choice.precision):
+            out = self._check_output(self.net(move_to(batch, self.device, self.channels_last)))
         terms = {k: v.detach().float() for k, v in out.items() if isinstance(v, torch.Tensor) and v.numel() == 1}
         finite = torch.stack([v.reshape(()) for v in terms.values()]).isfinite().all().float()
         if all_reduce_mean(finite).item() < 1.0:
@@ -352,6 +377,97 @@ class Trainer:
                 f"{self.last_checkpoint or 'none saved yet'}")
         self.scaler.scale(out["loss"] / self.cfg.accum_steps).backward()
         return {k: v.reshape(()) for k, v in terms.items()}
+
+    def _check_output(self, out: Any) -> Mapping[str, torch.Tensor]:
+        if not isinstance(out, Mapping) or not isinstance(out.get("loss"), torch.Tensor) or out["loss"].numel() != 1:
+            got = ({k: tuple(getattr(v, "shape", ())) for k, v in out.items()} if isinstance(out, Mapping)
+                   else type(out).__name__)
+            raise TrainingError(f"{type(self.model).__name__}.forward(batch) must return a dict with a scalar "
+                                f"tensor 'loss' (and the same scalar terms every step) in training mode; got {got}")
+        return out
+
+    # ----------------------------------------------------------------------------------------------------------
+    def _setup(self, recorded: dict | None = None) -> None:
+        """Fix the precision and memory format (``recorded``: a resumed run's choice, kept for ``auto`` fields),
+        then build the GradScaler, the DDP wrapper and ``torch.compile``. Runs once, before the first step."""
+        if self.choice is not None:
+            return
+        cfg = self.cfg
+        precision, channels_last = cfg.precision, cfg.channels_last
+        if recorded is not None:
+            precision = recorded["precision"] if precision == "auto" else precision
+            channels_last = recorded["channels_last"] if channels_last == "auto" else channels_last
+        options = candidates(self.device, precision, channels_last)
+        if len(options) == 1:
+            self.choice = PrecisionChoice(*options[0], measured=False,
+                                          rates=dict(recorded.get("rates", {})) if recorded else {})
+        else:
+            self.choice = self._measure(options)
+        if self.choice.precision == "fp16" and self.device.type != "cuda":
+            raise ConfigError(f"train.precision: fp16 needs CUDA (device is {self.device}); use bf16 on CPU")
+        self.channels_last = self.choice.channels_last
+        fmt = torch.channels_last if self.channels_last else torch.contiguous_format
+        self.model.to(memory_format=fmt)
+        if self.ema is not None:
+            self.ema.module.to(memory_format=fmt)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.choice.precision == "fp16")
+        if self.dist.distributed:
+            device_ids = [self.device.index] if self.device.type == "cuda" else None
+            self.ddp = DistributedDataParallel(self.model, device_ids=device_ids,
+                                               find_unused_parameters=cfg.find_unused_parameters)
+        self.net = self.ddp or self.model
+        if cfg.compile:
+            self.net = torch.compile(self.net)
+
+    def _measure(self, options: list[tuple[str, bool]]) -> PrecisionChoice:
+        """Time one training micro-batch (forward + backward, no optimiser step) of the first ``batch_size``
+        samples in each option; weights, buffers (BatchNorm statistics), gradients and RNG states are left as
+        they were, so the measurement changes nothing about the run."""
+        cfg, model = self.cfg, self.model
+        data = self.loader.dataset
+        collate = self.collate_fn or torch.utils.data.default_collate
+        batch = collate([data[(i % len(data), cfg.seed + i)] for i in range(cfg.batch_size)])
+        rng = _rng_state()
+        buffers = {k: v.detach().clone() for k, v in model.named_buffers()}
+        was_training = model.training
+        model.train()
+
+        def run(precision: str, channels_last: bool) -> None:
+            model.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+            with autocast(self.device, precision):
+                out = self._check_output(model(move_to(batch, self.device, channels_last)))
+            out["loss"].float().backward()
+            model.zero_grad(set_to_none=True)
+
+        try:
+            return choose(run, options, cfg.batch_size, device=self.device,
+                          reduce=all_reduce_mean if self.dist.distributed else None)
+        finally:
+            with torch.no_grad():
+                for k, v in model.named_buffers():
+                    v.copy_(buffers[k])
+            model.train(was_training)
+            _set_rng_state(rng)
+
+    def _warn_budget(self) -> None:
+        """With a time budget, say up front how many steps the measured speed buys and what min_steps adds."""
+        cfg, rate = self.cfg, self.choice.rate if self.choice is not None else None
+        if cfg.max_minutes is None or not rate:
+            return
+        total = min(cfg.epochs * self.steps_per_epoch, cfg.max_steps or cfg.epochs * self.steps_per_epoch)
+        images_per_step = cfg.batch_size * cfg.accum_steps
+        left = max(cfg.max_minutes * 60.0 - self.elapsed, 0.0)
+        reachable = self.step + int(rate * left / images_per_step)
+        self.estimated_steps = reachable
+        if reachable >= total:
+            return
+        msg = (f"at ~{rate:.0f} images/s (forward + backward only; the loop is slower) the {cfg.max_minutes:g}-min "
+               f"budget reaches about step {reachable} of {total}")
+        if cfg.min_steps is not None and reachable < cfg.min_steps:
+            extra = (cfg.min_steps - reachable) * images_per_step / rate / 60.0
+            msg += (f"; train.min_steps = {cfg.min_steps} keeps training past the budget, about {extra:.0f} min "
+                    "longer")
+        self.logger.print(msg)
 
     # ----------------------------------------------------------------------------------------------------------
     def evaluate(self) -> dict[str, float]:
@@ -388,6 +504,7 @@ class Trainer:
         path = self.output_dir / "last"
         if self.dist.is_main:
             state = {"optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
+                     "precision": self.choice.as_dict() if self.choice is not None else None,
                      "step": self.step, "epoch": self.epoch, "epoch_step": self.epoch_step,
                      "steps_per_epoch": self.steps_per_epoch, "world_size": self.dist.world_size,
                      "best": self.best, "rng": rng, "elapsed": self.elapsed}
@@ -410,6 +527,7 @@ class Trainer:
             raise TrainingError(
                 f"{ckpt.path}: stopped inside an epoch of {state['steps_per_epoch']} steps, but this run has "
                 f"{self.steps_per_epoch} steps per epoch (batch size, accum_steps, dataset or world size changed)")
+        self._setup(state.get("precision"))
         self.model.load_state_dict(ckpt.model_state)
         if self.ema is not None:
             self.ema.load_state_dict(ckpt.ema_state if ckpt.ema_state is not None else self.model.state_dict())
@@ -437,9 +555,12 @@ class Trainer:
         if self.cfg.max_minutes is not None:  # averaged over ranks so that every rank stops at the same step
             elapsed = torch.tensor(self.clock() - self._clock_start, dtype=torch.float64, device=self.device)
             self._time_fraction = all_reduce_mean(elapsed).item() / (60.0 * self.cfg.max_minutes)
+            if self._time_fraction >= 1.0 and self.step < (self.cfg.min_steps or 0):
+                self.budget_extended = True
 
     def _time_up(self) -> bool:
-        return self.cfg.max_minutes is not None and self._time_fraction >= 1.0
+        return (self.cfg.max_minutes is not None and self._time_fraction >= 1.0
+                and self.step >= (self.cfg.min_steps or 0))
 
     def _done(self) -> bool:
         return (self.cfg.max_steps is not None and self.step >= self.cfg.max_steps) or self._time_up()

@@ -49,6 +49,21 @@ class ModelConfig:
     weights: Path | None = must_exist()
     args: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        """Check ``name``, ``skeleton`` and ``args`` at load time, with errors that name the key."""
+        from humanvision.models import check_model_args, model_entrypoint
+        from humanvision.skeletons import SkeletonError
+
+        try:
+            get_skeleton(self.skeleton)
+        except SkeletonError as e:
+            raise ConfigError(f"model.skeleton: {e}") from None
+        try:
+            model_entrypoint(self.name)
+        except ConfigError as e:
+            raise ConfigError(f"model.name: {e}") from None
+        check_model_args(self.name, self.args)
+
 
 @dataclass
 class DataConfig:
@@ -85,9 +100,14 @@ class DataConfig:
 
 @dataclass
 class EvalConfig:
-    """Inference protocol (pose2d.md §2.6, §4.1): flip test, rescoring threshold, OKS-NMS threshold."""
+    """Inference protocol (pose2d.md §2.6, §4.1): flip test, rescoring threshold, OKS-NMS threshold.
+
+    ``precision`` / ``channels_last``: as the engine's (``auto`` times the first batch in each setting and keeps
+    the fastest; evaluation during training uses the training run's choice)."""
 
     flip_test: bool = True
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    channels_last: bool | Literal["auto"] = "auto"
     batch_size: int = 32
     rescore_thr: float = 0.2
     nms_thr: float = 0.9
@@ -115,8 +135,8 @@ class TopDownPose(nn.Module):
         super().__init__()
         self.model, self.codec = model, codec
         self.skeleton = get_skeleton(skeleton)
-        # layer-wise lr decay: the engine's num_layers is the largest layer id (the models count the groups)
-        self.num_layers = getattr(model, "num_layers", 1) - 1
+        # layer-wise lr decay: the model's layer ids (num_layers = their number), see humanvision.engine.optim
+        self.num_layers = getattr(model, "num_layers", 1)
 
     def layer_id(self, name: str) -> int:
         inner = name.removeprefix("model.")
@@ -163,7 +183,12 @@ def build_method(recipe: TopDownRecipe, weights: str | Path | None = None) -> To
     if m.input_size is not None:
         kwargs["input_size"] = tuple(m.input_size)
     w = weights if weights is not None else m.weights
-    model = create_model(m.name, skeleton=m.skeleton, weights=None, **kwargs)
+    try:
+        model = create_model(m.name, skeleton=m.skeleton, weights=None, **kwargs)
+    except ConfigError:
+        raise
+    except ValueError as e:  # a constructor's own check of a value (e.g. an input size the patch size does not divide)
+        raise ConfigError(f"model ({m.name}, args {kwargs}): {e}") from None
     method = TopDownPose(model, build_codec(model, recipe.data), m.skeleton)
     if w is not None:
         load_method_weights(method, w)
@@ -329,10 +354,15 @@ def eval_reader(data: DataConfig, skeleton: str, det_results: str | Path | None 
 # ----------------------------------------------------------------------------------------------- inference
 @torch.no_grad()
 def predict_boxes(method: TopDownPose, dataset: TopDownDataset, batch_size: int = 32, flip_test: bool = True,
-                  num_workers: int = 0, device: torch.device | str = "cpu", progress: bool = False
-                  ) -> dict[str, np.ndarray]:
+                  num_workers: int = 0, device: torch.device | str = "cpu", progress: bool = False,
+                  precision: str = "auto", channels_last: bool | str = "auto") -> dict[str, Any]:
     """Run the model on every box of ``dataset``: keypoints ``(M, K, 2)`` in image pixels, ``scores (M, K)``,
-    ``box_scores (M,)``, ``areas (M,)`` (padded crop area, used by OKS-NMS) and ``indices`` into the reader."""
+    ``box_scores (M,)``, ``areas (M,)`` (padded crop area, used by OKS-NMS), ``indices`` into the reader, and
+    ``choice``, the :class:`~humanvision.engine.precision.PrecisionChoice` used (``auto``: measured on the
+    first batch)."""
+    from humanvision.engine.precision import autocast, choose_for_inference
+
+    device = torch.device(device)
     method.eval().to(device)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     udp, input_size = dataset.transform.udp, dataset.transform.input_size
@@ -342,8 +372,16 @@ def predict_boxes(method: TopDownPose, dataset: TopDownDataset, batch_size: int 
         from rich.progress import track
 
         it = track(loader, description="predicting", total=len(loader))
+    choice = None
     for batch in it:
-        kp, sc = method.predict(batch["image"].to(device), flip_test=flip_test)
+        images = batch["image"].to(device)
+        if choice is None:
+            choice = choose_for_inference(method, lambda x: method.predict(x, flip_test=flip_test), images,
+                                          precision, channels_last)
+        if choice.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with autocast(device, choice.precision):
+            kp, sc = method.predict(images, flip_test=flip_test)
         center, scale = batch["center"].numpy(), batch["scale"].numpy()
         out["keypoints"].append(keypoints_to_image(kp.cpu().double().numpy(), center, scale,
                                                    input_size, udp))
@@ -353,7 +391,9 @@ def predict_boxes(method: TopDownPose, dataset: TopDownDataset, batch_size: int 
         out["indices"].append(np.asarray(batch["index"]))
     k = method.skeleton.num_joints
     empty = {"keypoints": (0, k, 2), "scores": (0, k), "box_scores": (0,), "areas": (0,), "indices": (0,)}
-    return {key: np.concatenate(v) if v else np.zeros(empty[key]) for key, v in out.items()}
+    result: dict[str, Any] = {key: np.concatenate(v) if v else np.zeros(empty[key]) for key, v in out.items()}
+    result["choice"] = choice
+    return result
 
 
 def to_coco_results(pred: dict[str, np.ndarray], image_ids: list, skeleton, rescore_thr: float = 0.2,
@@ -378,11 +418,12 @@ def to_coco_results(pred: dict[str, np.ndarray], image_ids: list, skeleton, resc
 
 def evaluate_topdown(method: TopDownPose, recipe: TopDownRecipe, out_dir: str | Path | None = None,
                      det_results: str | Path | None = None, device: str | torch.device = "cpu",
-                     progress: bool = False) -> dict[str, Any]:
+                     progress: bool = False, precision: tuple[str, bool | str] | None = None) -> dict[str, Any]:
     """COCO AP/AR (and PCK@0.2 of the box size with ground-truth boxes) on the validation set.
 
     Writes ``results.json`` (COCO result format) and ``metrics.json`` to ``out_dir`` when given, and returns the
-    metrics (``AP``, ``AP50``, ..., ``PCK@0.2``, counts).
+    metrics (``AP``, ``AP50``, ..., ``PCK@0.2``, counts, and ``precision``, the setting inference ran in).
+    ``precision``: ``(precision, channels_last)`` overriding ``recipe.eval``'s (e.g. a training run's choice).
     """
     from humanvision.metrics.coco import evaluate_coco_keypoints
     from humanvision.metrics.pck import bbox_size_norm, keypoint_pck
@@ -390,8 +431,9 @@ def evaluate_topdown(method: TopDownPose, recipe: TopDownRecipe, out_dir: str | 
     sk = method.skeleton
     reader = eval_reader(recipe.data, sk.name, det_results)
     dataset = TopDownDataset(reader, build_transform(method, recipe.data, train=False))
+    prec, cl = precision if precision is not None else (recipe.eval.precision, recipe.eval.channels_last)
     pred = predict_boxes(method, dataset, recipe.eval.batch_size, recipe.eval.flip_test, device=device,
-                         progress=progress)
+                         progress=progress, precision=prec, channels_last=cl)
     if recipe.data.source == "mpii":
         return _evaluate_mpii(pred, recipe, out_dir)
     image_ids = [reader.image_ids[int(reader.owner[int(i)])] for i in pred["indices"]]  # no Sample per box
@@ -401,6 +443,7 @@ def evaluate_topdown(method: TopDownPose, recipe: TopDownRecipe, out_dir: str | 
     coco = evaluate_coco_keypoints(str(recipe.data.val_ann), results, skeleton=sk, use_area=recipe.eval.use_area)
     metrics: dict[str, Any] = {k: float(v) for k, v in coco.stats.items()}
     metrics.update({f"num_{k}": v for k, v in coco.counts().items()})
+    metrics["precision"] = pred["choice"].label
     if hasattr(reader, "keypoints"):  # ground-truth boxes: PCK against the annotation of each box
         idx = pred["indices"].astype(int)
         gt, vis, boxes = reader.keypoints[idx], reader.flags[idx] > 0, reader.boxes[idx]

@@ -1,4 +1,4 @@
-"""The uniform surface shared by every heatmap pose model, and layer-wise lr-decay parameter groups.
+"""The uniform surface shared by every heatmap pose model.
 
 Every model maps a normalised crop ``(B, 3, H, W)`` to heatmaps ``(B, K, H/s, W/s)``, ``s = heatmap_stride``
 (4 for every published model; 2 for the lateral networks that trade compute for sub-pixel precision on CPU):
@@ -9,8 +9,10 @@ Every model maps a normalised crop ``(B, 3, H, W)`` to heatmaps ``(B, K, H/s, W/
 * ``default_cfg`` is a plain dict: ``model``, ``skeleton``, ``num_joints``, ``input_size``, ``heatmap_size``,
   ``mean``/``std`` (RGB in [0, 1]), ``udp`` (which affine/decoding convention the model is trained with),
   ``codec`` (``"udp_heatmap"`` or ``"msra_heatmap"``), ``sigma``, ``layer_decay`` (recommended rate).
-* ``layer_id(param_name)`` / ``num_layers``: layer-wise lr decay groups. Ids run from 0 (embedding) to
-  ``num_layers - 1`` (last norm and head); the lr scale of a group is ``decay ** (num_layers - 1 - id)``.
+* ``layer_id(param_name)`` / ``num_layers``: layer-wise lr decay. ``num_layers`` is the *number* of layer ids,
+  which run from 0 (embedding) to ``num_layers - 1`` (last norm and head); the engine's
+  :func:`~humanvision.engine.optim.param_groups` (the only builder) scales a parameter's lr by
+  ``decay ** (num_layers - 1 - id)``.
 * ``no_weight_decay()``: full parameter names excluded from weight decay (every 1-D tensor, i.e. biases and
   norm affine parameters, plus position embeddings), the ViTPose rule.
 """
@@ -80,7 +82,7 @@ class PoseModel(nn.Module):
     # -- optimisation helpers ------------------------------------------------------------------------------
     @property
     def num_layers(self) -> int:
-        """Number of layer-decay groups (1 for CNNs: a single group)."""
+        """Number of layer ids (1 for CNNs: a single group, id 0)."""
         return 1
 
     def layer_id(self, name: str) -> int:
@@ -99,27 +101,12 @@ class PoseModel(nn.Module):
 
 def layer_decay_param_groups(model: PoseModel, weight_decay: float, layer_decay: float | None = None
                              ) -> list[dict[str, Any]]:
-    """Optimizer parameter groups with ViTPose layer-wise lr decay and the no-weight-decay rule.
+    """:func:`humanvision.engine.optim.param_groups` with ``layer_decay=None`` meaning the model's recommended
+    ``default_cfg['layer_decay']`` (kept for the ``humanvision.models`` namespace; the engine builds the groups)."""
+    from humanvision.engine.optim import param_groups
 
-    Each group has ``params``, ``param_names``, ``weight_decay``, ``layer_id`` and ``lr_scale`` =
-    ``layer_decay ** (num_layers - 1 - layer_id)``; a scheduler multiplies its lr by ``lr_scale`` at every step
-    (mmcv_custom/layer_decay_optimizer_constructor.py). ``layer_decay=None`` uses ``default_cfg['layer_decay']``.
-    Frozen parameters (``requires_grad=False``) are skipped.
-    """
     decay = model.default_cfg.get("layer_decay", 1.0) if layer_decay is None else layer_decay
-    skip = model.no_weight_decay()
-    top = model.num_layers - 1
-    groups: dict[tuple[int, bool], dict[str, Any]] = {}
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        lid, no_wd = model.layer_id(name), name in skip
-        g = groups.setdefault((lid, no_wd), {
-            "params": [], "param_names": [], "weight_decay": 0.0 if no_wd else weight_decay, "layer_id": lid,
-            "lr_scale": float(decay ** (top - lid))})
-        g["params"].append(p)
-        g["param_names"].append(name)
-    return [groups[k] for k in sorted(groups)]
+    return param_groups(model, weight_decay, decay)
 
 
 def build_variant(cls: type[PoseModel], variant: str, skeleton: Any, model_args: dict[str, Any],

@@ -74,24 +74,28 @@ class SimpleBaseline(PoseModel):
         x = self.backbone.forward_features(x)
         return x.permute(0, 3, 1, 2) if self.is_swin else x  # timm Swin returns NHWC
 
+    def _swin_stages(self) -> list[tuple[int, int]]:
+        """(1 if the stage starts with a patch merging else 0, number of blocks) for each timm Swin stage."""
+        return [(int(next(stage.downsample.parameters(), None) is not None), len(stage.blocks))
+                for stage in self.backbone.layers]
+
     @property
     def num_layers(self) -> int:
-        if not self.is_swin:
-            return 1
-        return sum(len(stage.blocks) for stage in self.backbone.layers) + 2
+        return sum(merge + blocks for merge, blocks in self._swin_stages()) + 2 if self.is_swin else 1
 
     def layer_id(self, name: str) -> int:
-        """Swin: patch embedding 0, block j of stage s -> 1 + (blocks before stage s) + j, a stage's patch merging
-        -> the id of its first block, final norm and head -> num_layers - 1. CNNs: a single group (0)."""
+        """Swin, the PCT rule (pose2d.md 3.2, utils/optimzer_ld.py): patch embedding 0, then every block and every
+        patch merging is one layer, in forward order (timm's ``layers.s.downsample`` runs before the blocks of stage
+        s), final norm and head ``num_layers - 1``; Swin-B (depths 2-2-18-2) has 29 ids. CNNs: a single group (0)."""
         if not self.is_swin:
             return 0
         if name.startswith("backbone.patch_embed"):
             return 0
-        depths = [len(s.blocks) for s in self.backbone.layers]
         m = re.match(r"backbone\.layers\.(\d+)\.(?:blocks\.(\d+)|downsample)", name)
         if m:
-            stage = int(m.group(1))
-            return 1 + sum(depths[:stage]) + (int(m.group(2)) if m.group(2) is not None else 0)
+            stages, s = self._swin_stages(), int(m.group(1))
+            first = 1 + sum(merge + blocks for merge, blocks in stages[:s])  # the stage's merging, else block 0
+            return first if m.group(2) is None else first + stages[s][0] + int(m.group(2))
         return self.num_layers - 1
 
 

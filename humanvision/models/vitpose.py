@@ -112,6 +112,7 @@ class ViTPose(PoseModel):
 
     @property
     def num_layers(self) -> int:
+        """Number of layer ids: 0 (embeddings), one per block, depth + 1 (last norm and head)."""
         return self.depth + 2
 
     def layer_id(self, name: str) -> int:

@@ -25,17 +25,29 @@ refuses weights recorded for another skeleton.
 MMPose 1.x checkpoints (``backbone.layers.i.*``, ``head.*``) use mmpretrain ViT names::
 
     backbone.patch_embed.projection.*                 backbone.patch_embed.proj.*
+    backbone.pos_embed (1, N, D)                      backbone.pos_embed (1, N, D)   (no extra slot, see below)
     backbone.layers.i.ln1.* / ln2.*                   backbone.blocks.i.norm1.* / norm2.*
     backbone.layers.i.attn.{qkv,proj}.*               backbone.blocks.i.attn.{qkv,proj}.*
     backbone.layers.i.ffn.layers.0.0.* / layers.1.*   backbone.blocks.i.mlp.fc1.* / fc2.*
     backbone.ln1.*                                    backbone.norm.*
     head.{deconv_layers,final_layer}.*                head.{deconv_layers,final_layer}.*
 
-``cls_token`` keys are dropped. The official ViT adds pos-embed slot 0 (the former cls position) to every token, so
-folding it into the patch slots is exact (dropping it would not be). If the checkpoint's token grid differs from
-the model's (another input size), the embedding is resampled bicubically; the source grid is inferred from the
-token count (square, else the factorisation closest to the model's aspect ratio) unless ``src_grid`` is given.
-:func:`to_official_vitpose` is the inverse mapping (slot 0 = zeros).
+``cls_token`` keys are dropped. **Position-embedding slots** differ by layout (``N`` = patch tokens, row-major
+``(H/16, W/16)`` grid):
+
+* official 0.x: ``(1, 1 + N, D)``; the official ViT adds slot 0 (the former cls position) to every token, so
+  folding it into the patch slots is exact (dropping it would not be);
+* MMPose 1.x: mmpretrain ``VisionTransformer(with_cls_token=False)`` has ``num_extra_tokens = 0``, so
+  ``(1, N, D)`` with no extra slot. The brief (pose2d.md 2.8) is silent on a 1.x checkpoint that has a
+  ``backbone.cls_token``; we follow mmpretrain: its ``(1, 1 + N, D)`` slot 0 belongs to the cls token, and a
+  ``with_cls_token=False`` ViT drops it when it loads such weights;
+* timm / MAE backbone inits (:func:`load_backbone_weights`): ``(1, 1 + N, D)`` if the file has a ``cls_token``
+  (slot 0 folded, as ViTPose does with MAE weights), else ``(1, N, D)``.
+
+If the checkpoint's token grid differs from the model's (another input size), the 2-D embedding grid is resampled
+bicubically; the source grid is inferred from the token count (square, else the factorisation closest to the
+model's aspect ratio; an inferred grid more than 2x off the model's aspect ratio is refused) unless ``src_grid`` is
+given. :func:`to_official_vitpose` is the inverse mapping (slot 0 = zeros).
 
 **Backbone initialisation** (:func:`load_backbone_weights`): a timm-layout classification or MAE encoder state
 dict (``{'model': ...}`` or bare) is loaded into ``model.backbone``; classifier / decoder / ``cls_token`` /
@@ -216,29 +228,42 @@ def convert_vitpose_checkpoint(state: dict[str, torch.Tensor], model: nn.Module,
                 new = re.sub(pattern, repl, new)
         out[new] = value
     if "backbone.pos_embed" in out and layout != "humanvision":
-        out["backbone.pos_embed"], resized = _fit_pos_embed(out["backbone.pos_embed"], model, src_grid, fold=True,
+        # slot 0: the 0.x cls slot added to every token; mmpretrain's cls token's own slot; else none (module doc)
+        slot0 = "fold" if layout == "vitpose" else "drop" if "backbone.cls_token" in state else None
+        out["backbone.pos_embed"], resized = _fit_pos_embed(out["backbone.pos_embed"], model, src_grid, slot0,
                                                             file=file, field="backbone.pos_embed")
         if resized:
             report.resized.append("backbone.pos_embed")
     return out, report
 
 
-def _fit_pos_embed(pos: torch.Tensor, model: nn.Module, src_grid: tuple[int, int] | None, fold: bool,
+def _fit_pos_embed(pos: torch.Tensor, model: nn.Module, src_grid: tuple[int, int] | None, slot0: str | None,
                    file: str | None, field: str) -> tuple[torch.Tensor, bool]:
-    """Fold slot 0 (added to every token in ViTPose) into the patch slots, then resample to the model's grid.
+    """The checkpoint's ``pos`` as the model's ``(1, rows * cols, D)`` patch-token embedding.
 
+    ``slot0``: ``"fold"`` (add slot 0 to every token: ViTPose), ``"drop"`` (slot 0 is a cls token's: mmpretrain)
+    or ``None`` (no extra slot). The patch slots are then resampled to the model's grid if it differs.
     Returns the embedding and whether it was resampled.
     """
     patch_embed = getattr(getattr(model, "backbone", None), "patch_embed", None)
     if getattr(patch_embed, "grid_size", None) is None or getattr(model.backbone, "pos_embed", None) is None:
         raise DataError(f"the checkpoint has a ViT position embedding but {type(model).__name__} has none",
                         file=file, field=field)
-    if fold:
+    if pos.ndim != 3 or pos.shape[0] != 1 or pos.shape[1] < 1 + (slot0 is not None):
+        raise DataError(f"expected a (1, tokens, D) position embedding, got {tuple(pos.shape)}", file=file,
+                        field=field)
+    if slot0 == "fold":
         pos = pos[:, 1:] + pos[:, :1]
+    elif slot0 == "drop":
+        pos = pos[:, 1:]
     grid = tuple(patch_embed.grid_size)
     old = tuple(src_grid) if src_grid is not None else _infer_grid(pos.shape[1], grid)
     if old[0] * old[1] != pos.shape[1]:
         raise DataError(f"{pos.shape[1]} patch tokens do not form a {old[0]}x{old[1]} grid", file=file, field=field)
+    if src_grid is None and abs(math.log(old[0] / old[1] * grid[1] / grid[0])) > math.log(2):
+        raise DataError(f"{pos.shape[1]} patch tokens give no plausible grid for the model's {grid[0]}x{grid[1]} "
+                        f"(closest: {old[0]}x{old[1]}); pass src_grid=(rows, cols) if the file is right",
+                        file=file, field=field)
     if old == grid:
         return pos, False
     return resample_abs_pos_embed(pos, new_size=list(grid), old_size=list(old), num_prefix_tokens=0,
@@ -350,8 +375,8 @@ def load_backbone_weights(model: nn.Module, path: str | Path, *, allow_pickle: b
             (report.dropped if skip else report.unexpected).append(key)
             continue
         if is_vit and key == "pos_embed":
-            value, resized = _fit_pos_embed(value, model, src_grid, fold="cls_token" in state, file=str(path),
-                                            field=key)
+            value, resized = _fit_pos_embed(value, model, src_grid, "fold" if "cls_token" in state else None,
+                                            file=str(path), field=key)
             if resized or value.shape != own[key].shape:
                 report.resized.append(key)
         if is_vit and key == "patch_embed.proj.weight" and value.shape[-2:] != own[key].shape[-2:]:

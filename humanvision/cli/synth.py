@@ -26,7 +26,8 @@ def _pair(text: str, sep: str, what: str) -> tuple[int, int]:
 @app.command()
 def synth(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
-    fmt: str = typer.Option("coco", "--format", "-f", help="coco | mpii | h36m | itop | multimodal"),
+    fmt: str = typer.Option("coco", "--format", "-f", help="coco | mpii | h36m | itop | multimodal | "
+                            "mocap_coco (DeepMimic poses as COCO keypoints, no images; val: held-out clips)"),
     num: int = typer.Option(100, "--num", "-n", min=1, help="Number of frames."),
     views: int = typer.Option(1, "--views", "-v", min=1, help="Cameras per frame (h36m default 4)."),
     size: str = typer.Option("", "--size", help="WxH (defaults: coco/mpii 256x256, h36m 1000x1000, "
@@ -51,6 +52,9 @@ def synth(
     from humanvision.data.synthetic import FORMATS, SceneConfig, contact_sheet, generate, generate_frame
     from humanvision.data.synthetic.motion import deepmimic_clips, load_deepmimic, read_bvh
 
+    if fmt == "mocap_coco":
+        _mocap_coco(out, num, val, views, size or "256x256", seed, split)
+        return
     if fmt not in FORMATS:
         raise typer.BadParameter(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}",
                                 param_hint="--format")
@@ -107,4 +111,36 @@ def synth(
         path = out / "contact_sheet.png"
         contact_sheet(frames, path, tile=256 if views == 1 else 200)
         table.add_row("contact sheet", str(path))
+    console.print(table)
+
+
+def _mocap_coco(out: Path, num: int, val: int, views: int, size: str, seed: int, split: str) -> None:
+    """``--format mocap_coco``: ``num`` poses (x ``views`` cameras) from the training clips, ``val`` from the
+    held-out ones (:mod:`humanvision.data.synthetic.mocap`)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+    from rich.table import Table
+
+    from humanvision.data.synthetic.mocap import generate_mocap_coco
+
+    w, h = _pair(size, "x", "--size")
+    counts = {split: num, "val": val} if val else {split: num}
+    console = Console()
+    columns = (TextColumn("[bold]synth mocap_coco"), BarColumn(), MofNCompleteColumn())
+    with Progress(*columns, console=console) as bar:
+        task = bar.add_task("poses", total=sum(counts.values()))
+        try:
+            summary = generate_mocap_coco(out, counts, size=(w, h), seed=seed, views=views,
+                                          progress=lambda done, _total: bar.update(task, completed=done))
+        except ImportError as e:
+            raise typer.BadParameter(str(e), param_hint="--format") from None
+    table = Table(title="humanvision synth: mocap_coco (no images)", show_header=False)
+    for key in ("frames", "people", "visible_joints"):
+        table.add_row(key, str(summary[key]))
+    table.add_row("image size", f"{w}x{h}")
+    table.add_row("seed", str(seed))
+    for s, names in summary["clips"].items():
+        table.add_row(f"clips ({s})", ", ".join(names))
+    for f in summary["files"]:
+        table.add_row("file", f)
     console.print(table)

@@ -20,7 +20,9 @@ a COCO json's ``images`` section (usually the keypoint annotation file itself).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
@@ -30,7 +32,8 @@ from humanvision.data.sample import LazyImage, Sample
 from humanvision.errors import DataError
 from humanvision.skeletons import Skeleton
 
-__all__ = ["AicKeypoints", "CocoDetections", "CocoKeypoints", "clean_coco_boxes", "read_coco_images"]
+__all__ = ["AicKeypoints", "CocoDetections", "CocoKeypoints", "OCHumanKeypoints", "clean_coco_boxes",
+           "read_coco_images", "write_occluded_subset"]
 
 
 def clean_coco_boxes(boxes: np.ndarray, width: np.ndarray, height: np.ndarray,
@@ -80,6 +83,16 @@ def read_coco_images(data: dict, file: str, need_size: bool) -> tuple[list, list
     return ids, names, sizes, pos
 
 
+def _image_field(images: list, key: str, file: str) -> np.ndarray:
+    """A required finite number ``images[i][key]`` of every image, as a float64 array."""
+    out = np.empty(len(images))
+    for i, im in enumerate(images):
+        where = f"image {im.get('id', f'#{i}')}"
+        out[i] = as_array(require(im, key, file=file, where=where), (), file=file, where=where, field=key,
+                          dtype=np.float64)
+    return out
+
+
 def _group(owner: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndarray]:
     """Order of items grouped by owner (stable) and the ``(n_groups + 1)`` offsets into it."""
     order = np.argsort(owner, kind="stable")
@@ -103,8 +116,12 @@ class CocoKeypoints(Reader):
 
     Samples: ``keypoints_2d (N, K, 2)``, ``visibility = min(1, v)``, ``boxes (N, 4)`` (cleaned if asked),
     ``ann_ids``, ``image_id``, lazy ``image``; ``meta``: ``visibility_flags`` (raw ``v``, int8), ``area``,
-    ``iscrowd``, ``num_keypoints``, ``width``, ``height``, ``file_name``.
+    ``iscrowd``, ``num_keypoints``, ``width``, ``height``, ``file_name`` and one entry per
+    :attr:`image_fields`.
     """
+
+    #: numeric per-image fields a subclass requires (json key -> meta key), kept in :attr:`image_extras`
+    image_fields: ClassVar[dict[str, str]] = {}
 
     def __init__(self, annotations: str | Path, image_root: str | Path | None = None,
                  skeleton: str | Skeleton = "coco17", mode: str = "instance", clean_boxes: bool = True,
@@ -126,6 +143,7 @@ class CocoKeypoints(Reader):
             raise DataError("expected a JSON object with 'images' and 'annotations'", file=f)
         self.image_ids, self.file_names, self.image_sizes, pos = read_coco_images(data, f,
                                                                                   need_size=clean_boxes)
+        self.image_extras = {m: _image_field(data["images"], key, f) for key, m in self.image_fields.items()}
         for cat in data.get("categories") or []:
             if (isinstance(cat, dict) and cat.get("id") == category_id and "keypoints" in cat
                     and len(cat["keypoints"]) != k):
@@ -217,7 +235,8 @@ class CocoKeypoints(Reader):
             image_id=self.image_ids[img], ann_ids=ann_ids,
             meta={"visibility_flags": self.flags[sel], "area": self.area[sel], "iscrowd": self.iscrowd[sel],
                   "num_keypoints": self.num_keypoints[sel], "file_name": self.file_names[img],
-                  "width": None if w < 0 else int(w), "height": None if h < 0 else int(h)},
+                  "width": None if w < 0 else int(w), "height": None if h < 0 else int(h),
+                  **{m: float(v[img]) for m, v in self.image_extras.items()}},
         )
 
 
@@ -231,6 +250,75 @@ class AicKeypoints(CocoKeypoints):
     def __init__(self, annotations: str | Path, image_root: str | Path | None = None,
                  skeleton: str | Skeleton = "aic14", **kwargs) -> None:
         super().__init__(annotations, image_root, skeleton=skeleton, **kwargs)
+
+
+class OCHumanKeypoints(CocoKeypoints):
+    """OCHuman (Pose2Seg, CVPR'19) in its COCO-format keypoint files: 17 COCO joints (``coco17``).
+
+    Files: ``ochuman_coco_format_val_range_0.00_1.00.json`` and
+    ``ochuman_coco_format_test_range_0.00_1.00.json`` (``range_0.00_1.00``: every instance, whatever its
+    overlap with other people) in ``annotations/``, images in ``images/`` beside it (pass ``image_root``).
+    Layout and options are those of :class:`CocoKeypoints`; OCHuman's own ``ochuman.json`` (19 joints, its
+    own layout) is not this format.
+
+    Protocol: OCHuman is a test-only benchmark of heavily occluded people. There is **no training set**:
+    models are trained elsewhere (COCO) and evaluated on the **val** and the **test** file separately with
+    the COCO keypoint AP and the COCO sigmas (``humanvision evaluate coco``); top-down methods crop the
+    **ground-truth boxes** (ViTPose's OCHuman table), so no detection file is involved.
+    """
+
+    def __init__(self, annotations: str | Path, image_root: str | Path | None = None,
+                 skeleton: str | Skeleton = "coco17", **kwargs) -> None:
+        super().__init__(annotations, image_root, skeleton=skeleton, **kwargs)
+
+
+def write_occluded_subset(annotations: str | Path, out: str | Path, min_fraction: float = 0.5,
+                          others: str = "ignore") -> dict:
+    """Write a COCO keypoint file for AP on mostly occluded people only.
+
+    A person is *occluded* when more than ``min_fraction`` of its labelled joints (``v > 0``) have ``v = 1``
+    (the synthetic writer's flag for a joint inside the image hidden by another surface). The output keeps
+    every image, category and occluded person unchanged. With ``others="ignore"`` the other people stay with
+    ``num_keypoints = 0``, the ignore flag of COCOeval (pycocotools and :mod:`humanvision.metrics.coco`):
+    they absorb the detections on them without counting as misses, and :class:`CocoKeypoints` skips them
+    (``min_keypoints=1``), so GT-box predictions cover the occluded people only; ``others="drop"`` removes
+    them (predictions on them then count as false positives). ``iscrowd`` regions are kept as they are.
+
+    Returns ``{"file", "images", "people", "occluded"}`` (``people``: non-crowd annotations read).
+    """
+    if others not in ("ignore", "drop"):
+        raise ValueError(f"others must be 'ignore' or 'drop', got {others!r}")
+    f = str(annotations)
+    data = load_json(f)
+    if not isinstance(data, dict):
+        raise DataError("expected a JSON object with 'images' and 'annotations'", file=f)
+    anns = require(data, "annotations", file=f, where="top level")
+    if not isinstance(anns, list):
+        raise DataError("expected a list", file=f, record="top level", field="annotations")
+    occluded = np.zeros(len(anns), dtype=bool)
+    crowd = np.zeros(len(anns), dtype=bool)
+    for i, a in enumerate(anns):
+        where = f"annotation {a.get('id', f'#{i}') if isinstance(a, dict) else f'#{i}'}"
+        kp = as_array(require(a, "keypoints", file=f, where=where), (None,), file=f, where=where,
+                      field="keypoints", dtype=np.float64)
+        if kp.size % 3:
+            raise DataError(f"{kp.size} values, not a multiple of 3", file=f, record=where, field="keypoints")
+        v = kp[2::3]
+        occluded[i] = (v == 1).sum() > min_fraction * (v > 0).sum()
+        crowd[i] = bool(a.get("iscrowd", 0))
+    keep = occluded | crowd
+    if others == "drop":
+        new_anns = [a for a, k in zip(anns, keep) if k]
+    else:
+        new_anns = [a if k else {**a, "num_keypoints": 0} for a, k in zip(anns, keep)]
+    info = dict(data.get("info") or {})
+    info["occluded_subset"] = {"source": f, "min_fraction": float(min_fraction), "others": others}
+    doc = {**data, "annotations": new_anns, "info": info}
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc, separators=(",", ":")))
+    return {"file": str(path), "images": len(data.get("images") or []), "people": int((~crowd).sum()),
+            "occluded": int((occluded & ~crowd).sum())}
 
 
 class CocoDetections(Reader):

@@ -4,8 +4,9 @@
    fp32 and bf16 autocast, eager and ``torch.compile``; every row is also given as a ratio to the fp32, eager,
    batch-1 row measured in the same run (interleaved with it).
 2. Training images/s of the synthetic recipe's model (``DEMO_RECIPE``: ``lateral_small`` at 192x144, batch 32: forward,
-   JointsMSE loss, backward, AdamW step with the engine's parameter groups) in fp32, bf16 autocast and bf16 +
-   channels-last (ratios to fp32), and its peak memory (fp32): on CUDA
+   JointsMSE loss, backward, AdamW step with the engine's parameter groups) in fp32, fp32 + channels-last, bf16
+   autocast and bf16 + channels-last (ratios to fp32; ``benchmarks/precision.py`` adds an AVX2-only run), and its
+   peak memory (fp32): on CUDA
    ``torch.cuda.max_memory_allocated``; on CPU the growth of the process's peak RSS (``ru_maxrss``) over the
    training loop, which runs first so that no earlier section has raised the peak.
 3. Data pipeline crops/s per worker: ``TopDownDataset`` over a freshly synthesised COCO-format set (the synthetic

@@ -1,10 +1,10 @@
 """The README's main job: synthetic COCO-format data -> train the small recipe on CPU -> OKS AP on unseen people.
 
-The issue's target is OKS AP >= 0.85 within 10 minutes of CPU training; the small recipe reaches AP 0.62
-(AP50 0.93, PCK@0.2 of the box size 94%) on this project's 2-core machines, so this test guards what is reached
-today without claiming the target: the run keeps to its time budget (``train.max_minutes`` ends it, the schedule
-follows the time used, so a slower machine trains fewer steps instead of running over) and learns far beyond an
-untrained model (AP 0.0).
+The demo trains in the precision measured fastest on the machine (bf16 + channels-last where the CPU has native
+bf16, fp32 + channels-last where bf16 is emulated) for a 9-minute budget, but never fewer than ``train.min_steps``
+steps: a CPU without native bf16 trains longer (and says so) instead of returning an untrained model. This test
+guards what is reached on every machine (AP >= 0.45; about 0.62 where bf16 is native) and that the run either kept
+to its budget or stopped exactly at the floor.
 """
 
 import json
@@ -21,7 +21,12 @@ def test_demo_trains_and_evaluates(tmp_path):
                              "--data", str(tmp_path / "data")], check=False, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     metrics = json.loads((tmp_path / "run" / "demo_metrics.json").read_text())
-    assert metrics["train_minutes"] <= 10.0, metrics
+    assert "precision: " in result.stdout and metrics["measured_images_per_s"] > 0
+    if metrics["budget_extended"]:  # a slow machine: held up by the floor, and told why
+        assert metrics["steps"] == metrics["min_steps"] and "train.min_steps" in metrics["note"], metrics
+        assert "note: " in result.stdout
+    else:
+        assert metrics["train_minutes"] <= 10.0 and metrics["steps"] >= metrics["min_steps"], metrics
     assert metrics["num_gt_instances"] >= 100
     assert metrics["AP"] >= 0.45, metrics
     assert metrics["PCK@0.2"] >= 88.0, metrics

@@ -294,7 +294,7 @@ DEMO_RECIPE = {
     "data": {"source": "synthetic", "synthetic_dir": "data/synthetic_coco", "synthetic_train": 12000,
              "synthetic_val": 150, "synthetic_size": [256, 256], "synthetic_seed": 0, "augment": "flip",
              "cache_images": True},
-    "train": {"epochs": 10, "max_minutes": 9.0, "min_steps": 1125, "batch_size": 32, "lr": 4e-3,
+    "train": {"epochs": 10, "max_minutes": 9.0, "min_steps": 1300, "batch_size": 32, "lr": 4e-3,
               "weight_decay": 1e-4, "schedule": "cosine", "warmup_iters": 50, "clip_grad": 1.0, "precision": "auto",
               "channels_last": "auto", "num_workers": 0, "best_metric": "AP", "eval_every": 4,
               "output_dir": "runs/synthetic_tiny", "log_every": 10},

@@ -284,7 +284,8 @@ class Trainer:
         self._warn_budget()
         total = cfg.epochs * self.steps_per_epoch
         self.logger.start(min(total, cfg.max_steps or total), self.step)
-        self._clock_start = self.clock() - self.elapsed
+        measuring = self.choice.seconds if self.choice.measured else 0.0  # part of the run's time (budget)
+        self._clock_start = self.clock() - self.elapsed - measuring
         self._update_time_fraction()
         try:
             while self.epoch < cfg.epochs and not self._done():

@@ -17,7 +17,6 @@ ranks before the choice, so every rank makes the same one.
 
 from __future__ import annotations
 
-import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -91,7 +90,8 @@ def choose(run: Callable[[str, bool], None], options: Sequence[tuple[str, bool]]
     """Time ``run(precision, channels_last)`` (one call = ``items_per_call`` items) for each option; the fastest.
 
     Each option gets one untimed warm-up call, then timed calls until at least ``min_calls`` calls and
-    ``min_seconds`` seconds (at most ``max_calls``); its rate is items per second of the median call. ``reduce``
+    ``min_seconds`` seconds (at most ``max_calls``); its rate is items per second of its fastest call (other
+    processes on the machine only ever add time, so the fastest call is the least disturbed one). ``reduce``
     averages the rates over distributed ranks (e.g. ``all_reduce_mean``) so that every rank chooses alike.
     """
     if not options:
@@ -123,7 +123,7 @@ def choose(run: Callable[[str, bool], None], options: Sequence[tuple[str, bool]]
             run(prec, cl)
             sync()
             times.append(clock() - t0)
-        call = statistics.median(times)
+        call = min(times)
         best_call = min(best_call, call)
         rates[label(prec, cl)] = items_per_call / max(call, 1e-12)
     names = list(rates)

@@ -24,8 +24,11 @@ def _fail(e: Exception) -> None:
 def _load_recipe(config: Path, overrides: list[str], unchecked: tuple[str, ...] = ()):
     """The recipe; paths under ``unchecked`` keys are not required to exist (a command that does not use them)."""
     from humanvision.config import load_config
+    from humanvision.methods import pct
     from humanvision.methods.topdown import TopDownRecipe
 
+    if pct.is_pct_recipe(config):  # a recipe with a `pct` section (methods/pct.py)
+        return pct.load_recipe(config, overrides, unchecked=unchecked)
     return load_config(config, TopDownRecipe, overrides, unchecked=unchecked)
 
 
@@ -45,6 +48,7 @@ def run_training(recipe, resume: bool = False, quiet: bool = False) -> dict:
     """Train the recipe (generating synthetic data first when the recipe asks for it); returns the fit summary."""
     from humanvision.config import save_config
     from humanvision.engine import Trainer, seed_everything
+    from humanvision.methods import pct
     from humanvision.methods.topdown import (
         TopDownDataset,
         build_method,
@@ -54,6 +58,8 @@ def run_training(recipe, resume: bool = False, quiet: bool = False) -> dict:
         train_reader,
     )
 
+    if pct.is_pct_recipe(recipe):
+        return pct.run_training(recipe, resume=resume, quiet=quiet)
     seed_everything(recipe.train.seed)  # the initial weights are a function of the recipe, like the data order
     method = build_method(recipe)  # before any data work: a bad model name or argument fails at once
     prepare_synthetic(recipe.data, quiet=quiet)
@@ -102,13 +108,17 @@ def evaluate(config: Path = typer.Argument(..., help="YAML recipe (see configs/)
              ) -> None:
     """Evaluate weights on the recipe's validation set: COCO AP/AR (and PCK with ground-truth boxes)."""
     from humanvision.errors import HumanVisionError
+    from humanvision.methods import pct
     from humanvision.methods.topdown import build_method, evaluate_topdown, prepare_synthetic
 
     try:
         recipe = _load_recipe(config, set_, unchecked=("data.train_ann", "data.train_images", "model.weights"))
         prepare_synthetic(recipe.data)
-        method = build_method(recipe, weights=weights)
-        metrics = evaluate_topdown(method, recipe, out_dir=out, det_results=dets, progress=True)
+        if pct.is_pct_recipe(recipe):  # stage I: reconstruction AP; stage II: pose AP
+            metrics = pct.evaluate_weights(recipe, weights, out_dir=out, det_results=dets, progress=True)
+        else:
+            method = build_method(recipe, weights=weights)
+            metrics = evaluate_topdown(method, recipe, out_dir=out, det_results=dets, progress=True)
     except HumanVisionError as e:
         _fail(e)
     _print_metrics(f"{recipe.name}: {weights}", metrics)
@@ -176,11 +186,15 @@ def infer(inputs: list[Path] = typer.Argument(..., help="Images, folders of imag
     from humanvision.data.transforms import keypoints_to_image
     from humanvision.engine.precision import autocast, choose_for_inference, describe_rates
     from humanvision.errors import DataError, HumanVisionError
+    from humanvision.methods import pct
     from humanvision.methods.topdown import build_method, build_transform, to_coco_results
     from humanvision.viz import draw_boxes, draw_skeleton
 
     try:  # inference needs no data paths of the recipe, and --weights replaces model.weights
         recipe = _load_recipe(config, set_, unchecked=("data.", "model.weights"))
+        if pct.is_pct_recipe(recipe):  # PCT stage II has the same predict / transform surface
+            pct.require_classifier(recipe, "infer")
+            build_method, build_transform = pct.build_method, pct.build_transform
         method = build_method(recipe, weights=weights).eval()
         transform = build_transform(method, recipe.data, train=False)
         box_map = _load_boxes(boxes)

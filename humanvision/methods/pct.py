@@ -124,17 +124,9 @@ class PCTConfig:
     beta: float = 0.05
 
     def __post_init__(self) -> None:
-        from humanvision.models import model_entrypoint
-        from humanvision.skeletons import SkeletonError
+        from humanvision.models import check_model_choice
 
-        try:
-            get_skeleton(self.skeleton)
-        except SkeletonError as e:
-            raise ConfigError(f"pct.skeleton: {e}") from None
-        try:
-            model_entrypoint(self.backbone)
-        except ConfigError as e:
-            raise ConfigError(f"pct.backbone: {e}") from None
+        check_model_choice(self.backbone, self.skeleton, name_key="pct.backbone", skeleton_key="pct.skeleton")
         if self.stage == "classifier" and self.tokenizer_weights is None:
             raise ConfigError("pct.tokenizer_weights: a classifier (stage II) starts from a trained stage-I "
                               "tokenizer; set it to the tokenizer run folder or checkpoint file")

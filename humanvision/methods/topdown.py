@@ -51,17 +51,9 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         """Check ``name``, ``skeleton`` and ``args`` at load time, with errors that name the key."""
-        from humanvision.models import check_model_args, model_entrypoint
-        from humanvision.skeletons import SkeletonError
+        from humanvision.models import check_model_args, check_model_choice
 
-        try:
-            get_skeleton(self.skeleton)
-        except SkeletonError as e:
-            raise ConfigError(f"model.skeleton: {e}") from None
-        try:
-            model_entrypoint(self.name)
-        except ConfigError as e:
-            raise ConfigError(f"model.name: {e}") from None
+        check_model_choice(self.name, self.skeleton)
         check_model_args(self.name, self.args)
 
 

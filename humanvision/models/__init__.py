@@ -17,6 +17,7 @@ PCT's tokenizer and token classification head (parts of :mod:`humanvision.method
 from humanvision.models._base import IMAGENET_MEAN, IMAGENET_STD, PoseModel, layer_decay_param_groups
 from humanvision.models._registry import (
     check_model_args,
+    check_model_choice,
     create_model,
     is_model,
     list_models,
@@ -33,6 +34,6 @@ from humanvision.models.vitpose import PaddedPatchEmbed, ViTPose
 __all__ = [
     "IMAGENET_MEAN", "IMAGENET_STD", "DeconvHead", "HRNetPose", "LateralPose", "MixerLayer", "PCTHead",
     "PCTSwinHeatmap", "PCTTokenizer", "PaddedPatchEmbed", "PoseModel", "SimpleBaseline", "SimpleHead",
-    "SwinV2TransformerRPE2FC", "ViTPose", "check_model_args",
+    "SwinV2TransformerRPE2FC", "ViTPose", "check_model_args", "check_model_choice",
     "create_model", "is_model", "layer_decay_param_groups", "list_models", "model_entrypoint", "register_model",
 ]

@@ -27,7 +27,8 @@ from typing import Any
 from humanvision.errors import ConfigError
 
 __all__ = [
-    "check_model_args", "create_model", "is_model", "list_models", "model_entrypoint", "register_model",
+    "check_model_args", "check_model_choice", "create_model", "is_model", "list_models", "model_entrypoint",
+    "register_model",
 ]
 
 _model_entrypoints: dict[str, Callable[..., Any]] = {}
@@ -99,6 +100,22 @@ def _named_params(fn: Callable[..., Any]) -> tuple[list[str], bool]:
     params = inspect.signature(fn).parameters.values()
     names = [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
     return names, any(p.kind == p.VAR_KEYWORD for p in params)
+
+
+def check_model_choice(name: str, skeleton: str, *, name_key: str = "model.name",
+                       skeleton_key: str = "model.skeleton") -> None:
+    """Raise a ConfigError naming ``name_key`` / ``skeleton_key`` when ``name`` is not a registered model or
+    ``skeleton`` not a known joint set (recipes call it when they load, before any work)."""
+    from humanvision.skeletons import SkeletonError, get_skeleton
+
+    try:
+        get_skeleton(skeleton)
+    except SkeletonError as e:
+        raise ConfigError(f"{skeleton_key}: {e}") from None
+    try:
+        model_entrypoint(name)
+    except ConfigError as e:
+        raise ConfigError(f"{name_key}: {e}") from None
 
 
 def check_model_args(name: str, args: Mapping[str, Any]) -> None:

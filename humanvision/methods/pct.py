@@ -26,7 +26,6 @@ Checkpoints are the engine's (``<output_dir>/last``, ``best``), holding the whol
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,10 +47,10 @@ from humanvision.methods.topdown import (
     DataConfig,
     EvalConfig,
     TopDownDataset,
+    coco_metrics,
     eval_reader,
     predict_boxes,
     prepare_synthetic,
-    to_coco_results,
     train_reader,
 )
 from humanvision.models.pct import (
@@ -566,35 +565,6 @@ class PCTDataset(TopDownDataset):
 
 
 # ----------------------------------------------------------------------------------------------- evaluation
-def _coco_metrics(pred: dict[str, Any], reader, method: _PCTStage, recipe: PCTRecipe, val_ann: Path,
-                  out_dir: str | Path | None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Rescoring, OKS-NMS, COCO AP/AR (§4.1) of image-space predictions; PCK@0.2 with ground-truth boxes;
-    ``results.json`` and ``metrics.json`` in ``out_dir``."""
-    from humanvision.metrics.coco import evaluate_coco_keypoints
-    from humanvision.metrics.pck import bbox_size_norm, keypoint_pck
-
-    sk = method.skeleton
-    image_ids = [reader.image_ids[int(reader.owner[int(i)])] for i in pred["indices"]]
-    results = to_coco_results(pred, image_ids, sk, recipe.eval.rescore_thr, recipe.eval.nms_thr)
-    if not results:
-        raise DataError("no predictions to evaluate (no boxes?)", file=str(val_ann))
-    coco = evaluate_coco_keypoints(str(val_ann), results, skeleton=sk, use_area=recipe.eval.use_area)
-    metrics: dict[str, Any] = {k: float(v) for k, v in coco.stats.items()}
-    metrics.update({f"num_{k}": v for k, v in coco.counts().items()})
-    if hasattr(reader, "keypoints"):  # ground-truth boxes
-        idx = pred["indices"].astype(int)
-        gt, vis, boxes = reader.keypoints[idx], reader.flags[idx] > 0, reader.boxes[idx]
-        metrics["PCK@0.2"] = float(keypoint_pck(pred["keypoints"], gt, bbox_size_norm(boxes), mask=vis,
-                                                thr=0.2).pck)
-    metrics.update(extra or {})
-    if out_dir is not None:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "results.json").write_text(json.dumps(results))
-        (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    return metrics
-
-
 @torch.no_grad()
 def evaluate_reconstruction(method: PCTTokenizerStage, recipe: PCTRecipe, out_dir: str | Path | None = None,
                             device: str | torch.device = "cpu", progress: bool = False) -> dict[str, Any]:
@@ -630,7 +600,7 @@ def evaluate_reconstruction(method: PCTTokenizerStage, recipe: PCTRecipe, out_di
         out["areas"].append(scale.prod(axis=1))
         out["indices"].append(np.asarray(batch["index"]))
     pred = {k: np.concatenate(v) for k, v in out.items()}
-    return _coco_metrics(pred, reader, method, recipe, data.val_ann, out_dir)
+    return coco_metrics(pred, reader, method.skeleton, recipe.eval, data.val_ann, out_dir)
 
 
 def evaluate_pose(method: PCTClassifierStage, recipe: PCTRecipe, out_dir: str | Path | None = None,
@@ -643,7 +613,7 @@ def evaluate_pose(method: PCTClassifierStage, recipe: PCTRecipe, out_dir: str | 
     prec, cl = precision if precision is not None else (recipe.eval.precision, recipe.eval.channels_last)
     pred = predict_boxes(method, dataset, recipe.eval.batch_size, recipe.eval.flip_test, device=device,
                          progress=progress, precision=prec, channels_last=cl)
-    return _coco_metrics(pred, reader, method, recipe, recipe.data.val_ann, out_dir,
+    return coco_metrics(pred, reader, method.skeleton, recipe.eval, recipe.data.val_ann, out_dir,
                          extra={"precision": pred["choice"].label})
 
 

@@ -32,7 +32,7 @@ from humanvision.skeletons import get_skeleton
 
 __all__ = [
     "DataConfig", "EvalConfig", "ModelConfig", "TopDownDataset", "TopDownPose", "TopDownRecipe", "build_method",
-    "build_transform", "evaluate_topdown", "predict_boxes", "prepare_synthetic",
+    "build_transform", "coco_metrics", "evaluate_topdown", "predict_boxes", "prepare_synthetic",
 ]
 
 
@@ -417,9 +417,6 @@ def evaluate_topdown(method: TopDownPose, recipe: TopDownRecipe, out_dir: str | 
     metrics (``AP``, ``AP50``, ..., ``PCK@0.2``, counts, and ``precision``, the setting inference ran in).
     ``precision``: ``(precision, channels_last)`` overriding ``recipe.eval``'s (e.g. a training run's choice).
     """
-    from humanvision.metrics.coco import evaluate_coco_keypoints
-    from humanvision.metrics.pck import bbox_size_norm, keypoint_pck
-
     sk = method.skeleton
     reader = eval_reader(recipe.data, sk.name, det_results)
     dataset = TopDownDataset(reader, build_transform(method, recipe.data, train=False))
@@ -428,14 +425,27 @@ def evaluate_topdown(method: TopDownPose, recipe: TopDownRecipe, out_dir: str | 
                          progress=progress, precision=prec, channels_last=cl)
     if recipe.data.source == "mpii":
         return _evaluate_mpii(pred, recipe, out_dir)
+    return coco_metrics(pred, reader, sk, recipe.eval, recipe.data.val_ann, out_dir,
+                        extra={"precision": pred["choice"].label})
+
+
+def coco_metrics(pred: dict[str, Any], reader, skeleton, eval_cfg: EvalConfig, val_ann: str | Path,
+                 out_dir: str | Path | None = None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Rescoring, OKS-NMS and COCO AP/AR (pose2d.md §4.1) of image-space predictions for ``reader``'s boxes
+    (:func:`predict_boxes`' layout), PCK@0.2 of the box size with ground-truth boxes, ``extra`` entries;
+    ``results.json`` and ``metrics.json`` in ``out_dir`` when given."""
+    from humanvision.metrics.coco import evaluate_coco_keypoints
+    from humanvision.metrics.pck import bbox_size_norm, keypoint_pck
+
+    sk = get_skeleton(skeleton)
     image_ids = [reader.image_ids[int(reader.owner[int(i)])] for i in pred["indices"]]  # no Sample per box
-    results = to_coco_results(pred, image_ids, sk, recipe.eval.rescore_thr, recipe.eval.nms_thr)
+    results = to_coco_results(pred, image_ids, sk, eval_cfg.rescore_thr, eval_cfg.nms_thr)
     if not results:
-        raise DataError("no predictions to evaluate (no boxes?)", file=str(recipe.data.val_ann))
-    coco = evaluate_coco_keypoints(str(recipe.data.val_ann), results, skeleton=sk, use_area=recipe.eval.use_area)
+        raise DataError("no predictions to evaluate (no boxes?)", file=str(val_ann))
+    coco = evaluate_coco_keypoints(str(val_ann), results, skeleton=sk, use_area=eval_cfg.use_area)
     metrics: dict[str, Any] = {k: float(v) for k, v in coco.stats.items()}
     metrics.update({f"num_{k}": v for k, v in coco.counts().items()})
-    metrics["precision"] = pred["choice"].label
+    metrics.update(extra or {})
     if hasattr(reader, "keypoints"):  # ground-truth boxes: PCK against the annotation of each box
         idx = pred["indices"].astype(int)
         gt, vis, boxes = reader.keypoints[idx], reader.flags[idx] > 0, reader.boxes[idx]

@@ -388,11 +388,14 @@ def demo(out: Path = typer.Option(Path("runs/demo"), "--out", help="Run folder (
 def _training_report(cfg, summary: dict, minutes: float) -> dict:
     """What the demo's training did, for demo_metrics.json: steps, precision and measured speed, and a note when
     the time budget alone would have been too short on this machine."""
+    from humanvision.engine.precision import label
+
     choice = summary["precision"]
-    rate = choice["rates"].get(choice["precision"] + ("+channels_last" if choice["channels_last"] else ""))
+    setting = label(choice["precision"], choice["channels_last"])
+    rate = choice["rates"].get(setting)
     report = {"train_minutes": minutes, "steps": summary["step"], "min_steps": cfg.min_steps,
               "budget_minutes": cfg.max_minutes, "budget_extended": bool(summary["budget_extended"]),
-              "train_precision": choice["precision"] + ("+channels_last" if choice["channels_last"] else ""),
+              "train_precision": setting,
               "measured_images_per_s": rate, "precision_rates": choice["rates"]}
     if summary["budget_extended"]:
         report["note"] = (f"this CPU trains at ~{rate or 0:.0f} images/s ({report['train_precision']}); the "

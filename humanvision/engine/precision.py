@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 __all__ = ["AMP_DTYPES", "PrecisionChoice", "autocast", "candidates", "choose", "choose_for_inference",
-           "describe_rates"]
+           "describe_rates", "label"]
 
 #: autocast dtype of each precision name (fp32: autocast off).
 AMP_DTYPES: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -138,7 +138,7 @@ def choose(run: Callable[[str, bool], None], options: Sequence[tuple[str, bool]]
 def describe_rates(choice: PrecisionChoice, unit: str = "images/s") -> str:
     """``"bf16+channels_last (118 images/s; fp32 38, fp32+channels_last 59, bf16 91; measured in 8.1 s)"``."""
     if not choice.measured:
-        return f"{choice.label} (as configured)"
+        return f"{choice.label} (as configured, or as a resumed run recorded it)"
     others = ", ".join(f"{k} {v:.1f}" + (" (one call, given up)" if k in choice.gave_up else "")
                        for k, v in choice.rates.items() if k != choice.label)
     return f"{choice.label} ({choice.rate:.1f} {unit}; {others}; measured in {choice.seconds:.1f} s)"

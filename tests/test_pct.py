@@ -63,7 +63,7 @@ def random_joints(b: int, seed: int = 0, invisible: float = 0.2) -> torch.Tensor
 
 def pct_config(stage: str = "tokenizer", guide: str = "none", **kw) -> PCTConfig:
     tokenizer = kw.pop("tokenizer_weights", "unused" if stage == "classifier" else None)
-    return PCTConfig(stage=stage, guide=guide, backbone="pct_swin_tiny_hmp", input_size=S,
+    return PCTConfig(stage=stage, guide=guide, backbone=kw.pop("backbone", "pct_swin_tiny_hmp"), input_size=S,
                      tokenizer_weights=tokenizer, **{**SMALL, **kw})
 
 
@@ -578,6 +578,24 @@ def test_stage_two_loss_trains_the_head_only():
     method.cls_loss_weight = 0.0
     method(batch)["loss"].backward()
     assert method.head.cls_pred_layer.weight.grad.abs().sum() > 0
+
+
+def test_pooled_features_of_a_cnn_pyramid_backbone():
+    """pct.feature_size average-pools a fine map (lateral_tiny: 64 x 32 x 32 at 128) for the head and the image
+    guidance; the head's first Linear then reads 4 x 4 x 8 values."""
+    torch.manual_seed(0)
+    method = build_method(PCTRecipe(pct=pct_config("classifier", "image", backbone="lateral_tiny",
+                                                   feature_size=4)), pretrained=False).train()
+    images = torch.randn(2, 3, S, S)
+    fine = method.backbone.forward_features(images)
+    assert fine.shape == (2, 64, 32, 32)
+    torch.testing.assert_close(method.features(images), fine.reshape(2, 64, 4, 8, 4, 8).mean((3, 5)))
+    assert method.head.mixer_trans.ff[0].in_features == 4 * 4 * 8
+    out = method({"image": images, "joints": random_joints(2)})
+    out["loss"].backward()
+    assert torch.isfinite(out["loss"]) and all(p.grad is not None for p in method.head.parameters())
+    with pytest.raises(ConfigError, match="pct.feature_size"):
+        pct_config(feature_size=0)
 
 
 # ------------------------------------------------------------------------------------------------ recipes

@@ -19,7 +19,7 @@ from torch import nn
 from humanvision.codecs import MSRAHeatmap
 from humanvision.config import load_config
 from humanvision.engine import param_groups
-from humanvision.errors import DataError
+from humanvision.errors import ConfigError, DataError
 from humanvision.methods.topdown import TopDownRecipe, build_method
 from humanvision.models import create_model
 from humanvision.models.pct_swin import (
@@ -386,6 +386,22 @@ def test_simmim_loader_reports_expected_missing_keys(tmp_path, caplog):
     assert (model.backbone.norm3.weight == 1).all() and (model.backbone.norm3.bias == 0).all()
     for k, v in tables.items():  # recomputed from the window sizes, never taken from a file
         assert torch.equal(model.backbone.state_dict()[k], v), k
+
+
+def test_recipe_initialises_the_backbone_from_simmim(tmp_path, capsys):
+    """model.backbone_weights: stage 0 starts from SimMIM weights through the recipe (pose2d.md §3.1)."""
+    state = _simmim_state()
+    path = tmp_path / "simmim_swin_tiny.pth"
+    torch.save({"model": state}, path)
+    recipe = {"model": {"name": "pct_swin_tiny_hmp", "input_size": [128, 128], "backbone_weights": str(path)}}
+    method = build_method(load_config(recipe, TopDownRecipe))
+    torch.testing.assert_close(method.model.backbone.layers[3].blocks[0].attn.qkv.weight,
+                               state["encoder.layers.3.blocks.0.attn.qkv.weight"])
+    out = capsys.readouterr().out
+    assert "18 keys missing as expected" in out and "3 keys of the file not used" in out
+    with pytest.raises(ConfigError, match="model.backbone_weights: file not found"):
+        load_config({"model": {"name": "pct_swin_tiny_hmp", "backbone_weights": str(tmp_path / "x.pth")}},
+                    TopDownRecipe)
 
 
 def test_simmim_loader_refuses_other_mismatches():

@@ -112,7 +112,8 @@ def evaluate(config: Path = typer.Argument(..., help="YAML recipe (see configs/)
     from humanvision.methods.topdown import build_method, evaluate_topdown, prepare_synthetic
 
     try:
-        recipe = _load_recipe(config, set_, unchecked=("data.train_ann", "data.train_images", "model.weights"))
+        recipe = _load_recipe(config, set_, unchecked=("data.train_ann", "data.train_images", "model.weights",
+                                                             "model.backbone_weights"))
         prepare_synthetic(recipe.data)
         if pct.is_pct_recipe(recipe):  # stage I: reconstruction AP; stage II: pose AP
             metrics = pct.evaluate_weights(recipe, weights, out_dir=out, det_results=dets, progress=True)
@@ -191,7 +192,7 @@ def infer(inputs: list[Path] = typer.Argument(..., help="Images, folders of imag
     from humanvision.viz import draw_boxes, draw_skeleton
 
     try:  # inference needs no data paths of the recipe, and --weights replaces model.weights
-        recipe = _load_recipe(config, set_, unchecked=("data.", "model.weights"))
+        recipe = _load_recipe(config, set_, unchecked=("data.", "model.weights", "model.backbone_weights"))
         if pct.is_pct_recipe(recipe):  # PCT stage II has the same predict / transform surface
             pct.require_classifier(recipe, "infer")
             build_method, build_transform = pct.build_method, pct.build_transform

@@ -84,6 +84,9 @@ class PCTConfig:
     file; unset: a random frozen trunk). ``tokenizer_weights``: the stage-I checkpoint a classifier starts
     from (our run folder or an official ``weights/tokenizer/swin_*.pth``). ``input_size``: side of the square
     crop (256); ``test_padding``: the box padding at test time (1.12; training uses ``data.padding``, 1.25).
+    ``feature_size``: average-pool the backbone's map to ``feature_size x feature_size`` before the head and the
+    image guidance (ours, for backbones whose map is finer than the release's stride-32 Swin map, e.g. a
+    stride-4 CNN pyramid, whose flattened map would make the head's first Linear huge); unset: the map as it is.
     Tokenizer: ``token_num`` M, ``token_dim`` D, ``codebook_size`` V, encoder ``enc_*``, masking
     ``drop_rate``, decoder ``dec_*``, ``ema_decay``. Head: ``conv_*``, ``head_*``. Losses: weights and the
     smooth-L1 ``beta`` (px).
@@ -98,6 +101,7 @@ class PCTConfig:
     skeleton: str = "coco17"
     input_size: int = 256
     test_padding: float = 1.12
+    feature_size: int | None = None
     token_num: int = 34
     token_dim: int = 512
     codebook_size: int = 2048
@@ -134,6 +138,8 @@ class PCTConfig:
                     "head_hidden_dim"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"pct.{key}: must be >= 1, got {getattr(self, key)}")
+        if self.feature_size is not None and self.feature_size < 1:
+            raise ConfigError(f"pct.feature_size: must be >= 1 (or unset), got {self.feature_size}")
         if not 0.0 <= self.drop_rate < 1.0 or not 0.0 <= self.ema_decay < 1.0:
             raise ConfigError(f"pct.drop_rate / pct.ema_decay: must be in [0, 1), got {self.drop_rate} / "
                               f"{self.ema_decay}")
@@ -230,9 +236,9 @@ class _PCTStage(nn.Module):
     geometry."""
 
     def __init__(self, tokenizer: PCTTokenizer, backbone: nn.Module | None, skeleton: str, input_size: int,
-                 test_padding: float, beta: float) -> None:
+                 test_padding: float, beta: float, feature_size: int | None = None) -> None:
         super().__init__()
-        self.tokenizer, self.backbone = tokenizer, backbone
+        self.tokenizer, self.backbone, self.feature_size = tokenizer, backbone, feature_size
         self.skeleton = get_skeleton(skeleton)
         self.input_size, self.test_padding, self.beta = int(input_size), float(test_padding), float(beta)
         cfg = getattr(backbone, "default_cfg", {}) if backbone is not None else {}
@@ -253,8 +259,9 @@ class _PCTStage(nn.Module):
 
     @torch.no_grad()
     def features(self, images: torch.Tensor) -> torch.Tensor:
-        """The frozen backbone's stride-32 map ``(B, C, s, s)``."""
-        return self.backbone.forward_features(images)
+        """The frozen backbone's map ``(B, C, s, s)`` (stride 32 for the Swin), average-pooled to
+        ``feature_size`` when set."""
+        return pool_features(self.backbone.forward_features(images), self.feature_size)
 
 
 class PCTTokenizerStage(_PCTStage):
@@ -265,9 +272,9 @@ class PCTTokenizerStage(_PCTStage):
 
     def __init__(self, tokenizer: PCTTokenizer, backbone: nn.Module | None = None, skeleton: str = "coco17",
                  input_size: int = 256, test_padding: float = 1.12, joint_loss_weight: float = 1.0,
-                 commit_loss_weight: float = 15.0, beta: float = 0.05) -> None:
+                 commit_loss_weight: float = 15.0, beta: float = 0.05, feature_size: int | None = None) -> None:
         backbone = backbone if tokenizer.guided else None
-        super().__init__(tokenizer, backbone, skeleton, input_size, test_padding, beta)
+        super().__init__(tokenizer, backbone, skeleton, input_size, test_padding, beta, feature_size)
         self.joint_loss_weight, self.commit_loss_weight = joint_loss_weight, commit_loss_weight
 
     @property
@@ -314,8 +321,8 @@ class PCTClassifierStage(_PCTStage):
 
     def __init__(self, backbone: nn.Module, head: PCTHead, tokenizer: PCTTokenizer, skeleton: str = "coco17",
                  input_size: int = 256, test_padding: float = 1.12, cls_loss_weight: float = 1.0,
-                 joint_loss_weight: float = 1.0, beta: float = 0.05) -> None:
-        super().__init__(tokenizer, backbone, skeleton, input_size, test_padding, beta)
+                 joint_loss_weight: float = 1.0, beta: float = 0.05, feature_size: int | None = None) -> None:
+        super().__init__(tokenizer, backbone, skeleton, input_size, test_padding, beta, feature_size)
         self.head = head
         tokenizer.requires_grad_(False)
         self.cls_loss_weight, self.joint_loss_weight = cls_loss_weight, joint_loss_weight
@@ -380,11 +387,18 @@ def build_backbone(cfg: PCTConfig, pretrained: bool = True) -> nn.Module:
     return model.requires_grad_(False).eval()
 
 
+def pool_features(features: torch.Tensor, size: int | None) -> torch.Tensor:
+    """``features`` average-pooled to ``size x size`` (``None``: unchanged)."""
+    return features if size is None else F.adaptive_avg_pool2d(features, size)
+
+
 @torch.no_grad()
-def feature_shape(backbone: nn.Module, input_size: int) -> tuple[int, int, int]:
-    """``(C, h, w)`` of the backbone's map for a ``input_size`` square crop (one dry forward)."""
+def feature_shape(backbone: nn.Module, input_size: int, size: int | None = None) -> tuple[int, int, int]:
+    """``(C, h, w)`` of the backbone's map for a ``input_size`` square crop (one dry forward), pooled to
+    ``size`` when set."""
     p = next(backbone.parameters())
-    c, h, w = backbone.forward_features(torch.zeros(1, 3, input_size, input_size, device=p.device)).shape[1:]
+    x = torch.zeros(1, 3, input_size, input_size, device=p.device)
+    c, h, w = pool_features(backbone.forward_features(x), size).shape[1:]
     return int(c), int(h), int(w)
 
 
@@ -412,10 +426,10 @@ def build_method(recipe: PCTRecipe, weights: str | Path | None = None,
     backbone, shape = None, (0, 0, 0)
     if guided or cfg.stage == "classifier":
         backbone = build_backbone(cfg, pretrained=init)
-        shape = feature_shape(backbone, cfg.input_size)
+        shape = feature_shape(backbone, cfg.input_size, cfg.feature_size)
     tokenizer = build_tokenizer(cfg, shape[0])
     common = {"skeleton": cfg.skeleton, "input_size": cfg.input_size, "test_padding": cfg.test_padding,
-              "joint_loss_weight": cfg.joint_loss_weight, "beta": cfg.beta}
+              "joint_loss_weight": cfg.joint_loss_weight, "beta": cfg.beta, "feature_size": cfg.feature_size}
     if cfg.stage == "tokenizer":
         method = PCTTokenizerStage(tokenizer, backbone, commit_loss_weight=cfg.commit_loss_weight, **common)
     else:

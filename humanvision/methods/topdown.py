@@ -40,13 +40,16 @@ __all__ = [
 @dataclass
 class ModelConfig:
     """``name``: a registered model (``humanvision.models.list_models()``); ``input_size``: (w, h), default the
-    model's; ``weights``: a local file (ours or an official ViTPose checkpoint); ``args``: extra keyword arguments
-    of the entry point (``drop_path_rate``, ``decoder``, ...)."""
+    model's; ``weights``: a local file (ours or an official ViTPose checkpoint); ``backbone_weights``: a
+    pre-training checkpoint that initialises only the backbone before training (:func:`init_backbone`: a SimMIM
+    Swin for the PCT Swin, an MAE / timm encoder otherwise; ignored when ``weights`` are given); ``args``: extra
+    keyword arguments of the entry point (``drop_path_rate``, ``decoder``, ...)."""
 
     name: str = "simplebaseline_tiny"
     skeleton: str = "coco17"
     input_size: tuple[int, int] | None = None
     weights: Path | None = must_exist()
+    backbone_weights: Path | None = must_exist()
     args: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -184,7 +187,32 @@ def build_method(recipe: TopDownRecipe, weights: str | Path | None = None) -> To
     method = TopDownPose(model, build_codec(model, recipe.data), m.skeleton)
     if w is not None:
         load_method_weights(method, w)
+    elif m.backbone_weights is not None:
+        init_backbone(model, m.backbone_weights)
     return method
+
+
+def init_backbone(model: nn.Module, path: str | Path):
+    """Initialise ``model.backbone`` from a pre-training checkpoint: a SimMIM-style Swin (PCT's Swin,
+    :func:`~humanvision.models.pct_swin.load_swin_backbone`) or a timm-layout classification / MAE encoder
+    (:func:`~humanvision.models.weights.load_backbone_weights`). Keys the backbone lacks or has in another shape
+    are errors naming the key; the keys left out on purpose are reported on the log. Returns the
+    :class:`~humanvision.models.weights.LoadReport`."""
+    from humanvision.models.pct_swin import SwinV2TransformerRPE2FC, load_swin_backbone
+    from humanvision.models.weights import load_backbone_weights
+
+    if not Path(path).is_file():
+        raise ConfigError(f"model.backbone_weights: file not found: {path}")
+    if isinstance(getattr(model, "backbone", None), SwinV2TransformerRPE2FC):
+        report = load_swin_backbone(model, path)
+    else:
+        report = load_backbone_weights(model, path)
+    if int(os.environ.get("RANK", "0")) == 0:
+        missing = f" ({', '.join(report.missing[:3])}{', ...' if len(report.missing) > 3 else ''})"
+        print(f"backbone initialised from {path} ({report.layout}): {len(report.missing)} keys missing as "
+              f"expected{missing if report.missing else ''}, {len(report.dropped)} keys of the file not used",
+              flush=True)
+    return report
 
 
 def load_method_weights(method: TopDownPose, path: str | Path) -> None:

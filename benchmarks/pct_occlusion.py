@@ -168,8 +168,7 @@ def main() -> None:
     rows = [("heatmap, PCT's stage-0 budget", "stage0", f"{args.stage0:g}"),
             ("heatmap baseline", "baseline", f"{total:g}"),
             ("PCT tokenizer: reconstruction of GT poses (upper bound)", "tokenizer", f"{args.tokenizer:g}"),
-            ("PCT (stage 0 + I + II)", "classifier", f"{args.stage0:g} + {args.tokenizer:g} + "
-                                                     f"{args.classifier:g}")]
+            ("PCT (stage 0 + I + II)", "classifier", f"{args.stage0:g}+{args.tokenizer:g}+{args.classifier:g}")]
     print(f"COCO AP with ground-truth boxes on {args.val} unseen images: {occ['people']} people, "
           f"{occ['occluded']} of them mostly occluded")
     print(f"{'model':<58} {'minutes':>12} {'steps':>6} {'AP':>6} {'AP50':>6} {'AP75':>6} {'AP occl.':>9}")

@@ -13,7 +13,8 @@ from humanvision.skeletons import (
 )
 
 EXPECTED_K = {"coco17": 17, "mpii16": 16, "h36m17": 17, "h36m17_vp": 17, "aic14": 14, "crowdpose14": 14,
-              "lsp14": 14, "mpi_inf_3dhp17": 17, "itop15": 15, "ntu25": 25, "body25": 25}
+              "lsp14": 14, "mpi_inf_3dhp17": 17, "itop15": 15, "ntu25": 25, "body25": 25, "body25b": 25,
+              "flic29": 29, "mpi_inf_3dhp28": 28, "occlusion_person15": 15, "smpl24": 24, "coco18": 18}
 
 
 @pytest.mark.parametrize("name", sorted(SKELETONS))

@@ -9,6 +9,7 @@ from humanvision.cli import (
     evaluate_pose,  # noqa: F401
     pose,  # noqa: F401
     synth,  # noqa: F401
+    triangulate,  # noqa: F401
 )
 from humanvision.cli.app import app
 

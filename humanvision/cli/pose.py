@@ -24,12 +24,24 @@ def _fail(e: Exception) -> None:
 def _load_recipe(config: Path, overrides: list[str], unchecked: tuple[str, ...] = ()):
     """The recipe; paths under ``unchecked`` keys are not required to exist (a command that does not use them)."""
     from humanvision.config import load_config
-    from humanvision.methods import pct
+    from humanvision.methods import monocular3d, pct
     from humanvision.methods.topdown import TopDownRecipe
 
     if pct.is_pct_recipe(config):  # a recipe with a `pct` section (methods/pct.py)
         return pct.load_recipe(config, overrides, unchecked=unchecked)
+    if monocular3d.is_monocular3d_recipe(config):  # a top-level `stage` (methods/monocular3d.py)
+        return monocular3d.load_recipe(config, overrides, unchecked=unchecked)
     return load_config(config, TopDownRecipe, overrides, unchecked=unchecked)
+
+
+def _require_2d(config: Path, command: str) -> None:
+    from humanvision.errors import ConfigError
+    from humanvision.methods import monocular3d
+
+    if monocular3d.is_monocular3d_recipe(config):
+        raise ConfigError(f"`humanvision {command}` does not take monocular 3D recipes yet (issue 12): `humanvision "
+                          "train` evaluates them on the recipe's Human3.6M validation subjects (§5.7 metrics), and "
+                          "humanvision.methods.monocular3d.evaluate_monocular3d does so from Python")
 
 
 def _print_metrics(title: str, metrics: dict) -> None:
@@ -48,7 +60,7 @@ def run_training(recipe, resume: bool = False, quiet: bool = False) -> dict:
     """Train the recipe (generating synthetic data first when the recipe asks for it); returns the fit summary."""
     from humanvision.config import save_config
     from humanvision.engine import Trainer, seed_everything
-    from humanvision.methods import pct
+    from humanvision.methods import monocular3d, pct
     from humanvision.methods.topdown import (
         TopDownDataset,
         build_method,
@@ -60,6 +72,8 @@ def run_training(recipe, resume: bool = False, quiet: bool = False) -> dict:
 
     if pct.is_pct_recipe(recipe):
         return pct.run_training(recipe, resume=resume, quiet=quiet)
+    if monocular3d.is_monocular3d_recipe(recipe):
+        return monocular3d.run_training(recipe, resume=resume)
     seed_everything(recipe.train.seed)  # the initial weights are a function of the recipe, like the data order
     method = build_method(recipe)  # before any data work: a bad model name or argument fails at once
     prepare_synthetic(recipe.data, quiet=quiet)
@@ -112,6 +126,7 @@ def evaluate(config: Path = typer.Argument(..., help="YAML recipe (see configs/)
     from humanvision.methods.topdown import build_method, evaluate_topdown, prepare_synthetic
 
     try:
+        _require_2d(config, "eval")
         recipe = _load_recipe(config, set_, unchecked=("data.train_ann", "data.train_images", "model.weights",
                                                              "model.backbone_weights"))
         prepare_synthetic(recipe.data)
@@ -192,6 +207,7 @@ def infer(inputs: list[Path] = typer.Argument(..., help="Images, folders of imag
     from humanvision.viz import draw_boxes, draw_skeleton
 
     try:  # inference needs no data paths of the recipe, and --weights replaces model.weights
+        _require_2d(config, "infer")
         recipe = _load_recipe(config, set_, unchecked=("data.", "model.weights", "model.backbone_weights"))
         if pct.is_pct_recipe(recipe):  # PCT stage II has the same predict / transform surface
             pct.require_classifier(recipe, "infer")

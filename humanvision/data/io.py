@@ -1,5 +1,8 @@
 """Image and depth-map files: decoding with errors that name the file.
 
+Also :func:`safe_unpickle` / :func:`safe_load_npy`: pickled annotation files (Human3.6M ECCV'18 caches,
+Occlusion-Person, 3DPW sequence files, object ``.npy`` files) read without executing code.
+
 Conventions used everywhere in :mod:`humanvision.data`:
 
 * colour images are ``(H, W, 3) uint8`` in **RGB** order (OpenCV's BGR is converted on read and on write);
@@ -10,14 +13,17 @@ Conventions used everywhere in :mod:`humanvision.data`:
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 
 from humanvision.errors import DataError
 
-__all__ = ["read_depth", "read_image", "read_mask", "write_depth", "write_image", "write_mask"]
+__all__ = ["read_depth", "read_image", "read_mask", "safe_load_npy", "safe_unpickle", "write_depth", "write_image",
+           "write_mask"]
 
 
 def _check_file(path: str | Path) -> Path:
@@ -128,3 +134,95 @@ def write_mask(path: str | Path, mask: np.ndarray) -> Path:
         raise DataError("masks are written as PNG (lossless); use a .png suffix", file=str(path),
                         field="mask")
     return _write(path, m.astype(np.uint8 if m.size == 0 or m.max() <= 255 else np.uint16))
+
+
+# --------------------------------------------------------------------------- pickles without code execution
+def _pickle_globals() -> dict[tuple[str, str], Any]:
+    """The only globals a dataset pickle may name: numpy array/dtype/scalar reconstruction and builtin
+    containers (under their Python 3 and Python 2 module names, and numpy 1.x and 2.x module paths)."""
+    import builtins
+    import codecs
+    import collections
+
+    from numpy._core import multiarray, numeric
+
+    allowed: dict[tuple[str, str], Any] = {}
+    for mod in ("numpy.core.multiarray", "numpy._core.multiarray"):
+        allowed[(mod, "_reconstruct")] = multiarray._reconstruct
+        allowed[(mod, "scalar")] = multiarray.scalar
+    for mod in ("numpy.core.numeric", "numpy._core.numeric"):
+        allowed[(mod, "_frombuffer")] = numeric._frombuffer
+    allowed[("numpy", "ndarray")] = np.ndarray
+    allowed[("numpy", "dtype")] = np.dtype
+    for name in ("dict", "list", "tuple", "set", "frozenset", "bytearray", "complex"):
+        allowed[("builtins", name)] = allowed[("__builtin__", name)] = getattr(builtins, name)
+    allowed[("collections", "OrderedDict")] = collections.OrderedDict
+    # protocol-2 pickles written by Python 3 store bytes as _codecs.encode(text, "latin1")
+    allowed[("_codecs", "encode")] = codecs.encode
+    return allowed
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    def __init__(self, file, source: str, encoding: str) -> None:
+        super().__init__(file, encoding=encoding)
+        self.source = source
+        self.allowed = _pickle_globals()
+
+    def find_class(self, module: str, name: str) -> Any:
+        obj = self.allowed.get((module, name))
+        if obj is None:
+            raise DataError(f"refused to load global {module}.{name}: dataset pickles may only hold numpy arrays "
+                            "and builtin containers (the file was not executed)", file=self.source)
+        return obj
+
+    def persistent_load(self, pid: Any) -> Any:
+        raise DataError("refused a persistent id (a torch.save or other framework file, not a plain data "
+                        "pickle)", file=self.source)
+
+
+def _unpickle(stream, source: str, encoding: str) -> Any:
+    try:
+        return _RestrictedUnpickler(stream, source, encoding).load()
+    except DataError:
+        raise
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
+            UnicodeDecodeError, MemoryError, OverflowError) as e:
+        raise DataError(f"not a readable pickle ({type(e).__name__}: {e})", file=source) from None
+
+
+def safe_unpickle(path: str | Path, encoding: str = "ASCII") -> Any:
+    """Load a pickled data file **without executing code**.
+
+    Only numpy arrays (``ndarray``, ``dtype``, scalars; numpy 1.x and 2.x module paths), builtin containers
+    (``dict``, ``list``, ``tuple``, ``set``, ``frozenset``, ``bytearray``, ``complex``, ``OrderedDict``) and
+    plain values can be reconstructed. Any other global (a class, ``os.system``, ...) is refused *before* it is
+    called, with a :class:`DataError` naming the file and the global; so are persistent ids (``torch.save``
+    files). Python 2 pickles (3DPW sequence files) need ``encoding="latin1"``.
+    """
+    p = _check_file(path)
+    with open(p, "rb") as f:
+        return _unpickle(f, str(p), encoding)
+
+
+def safe_load_npy(path: str | Path, encoding: str = "ASCII") -> Any:
+    """Load an ``.npy`` file without executing code: plain arrays as with ``np.load``; an object array (what
+    ``np.save`` writes for a dict, e.g. the Human3.6M multi-view labels) through :func:`safe_unpickle`'s
+    restricted unpickler. A 0-d object array is returned as its item (``np.load(...).item()``)."""
+    from numpy.lib import format as npformat
+
+    p = _check_file(path)
+    with open(p, "rb") as f:
+        try:
+            version = npformat.read_magic(f)
+            read_header = {(1, 0): npformat.read_array_header_1_0, (2, 0): npformat.read_array_header_2_0}
+            if version not in read_header:
+                raise ValueError(f"unsupported .npy format version {version}")
+            _, _, dtype = read_header[version](f)
+        except ValueError as e:
+            raise DataError(f"not an .npy file ({e})", file=str(p)) from None
+        if not dtype.hasobject:
+            return np.load(p, allow_pickle=False)
+        arr = _unpickle(f, str(p), encoding)
+    if not isinstance(arr, np.ndarray):
+        raise DataError(f"the pickled payload is a {type(arr).__name__}, not an array", file=str(p))
+    return arr.item() if arr.shape == () else arr

@@ -206,12 +206,17 @@ class Trainer:
         param_groups_fn: ``model -> list[dict]`` replacing :func:`~humanvision.engine.optim.param_groups` (and
             with it ``cfg.weight_decay`` / ``cfg.layer_decay``); groups may carry ``lr_scale`` and ``weight_decay``,
             e.g. a backbone at ``lr_scale=0.1`` and heads at 1.
+        sampler_fn: ``(rank, world_size) -> sampler`` replacing the uniform
+            :class:`~humanvision.engine.distributed.ResumableSampler` (e.g. a method that redraws a subset every
+            epoch). The sampler must keep its contract: ``num_samples`` per rank and epoch, ``set_epoch(epoch,
+            start)``, and ``(index, sample_seed)`` items, an order that is a pure function of ``(seed, epoch)``.
     """
 
     def __init__(self, cfg: TrainConfig, model: nn.Module, train_dataset: Dataset,
                  eval_fn: Callable[[nn.Module, int], dict[str, float]] | None = None,
                  collate_fn: Callable | None = None,
-                 param_groups_fn: Callable[[nn.Module], list[dict]] | None = None) -> None:
+                 param_groups_fn: Callable[[nn.Module], list[dict]] | None = None,
+                 sampler_fn: Callable[[int, int], ResumableSampler] | None = None) -> None:
         self.cfg, self.eval_fn = cfg, eval_fn
         self.dist = dist = init_distributed(cfg.device)
         self.device = dist.device
@@ -236,8 +241,11 @@ class Trainer:
         if not hasattr(train_dataset, "__getitem__") or not hasattr(train_dataset, "__len__"):
             raise ConfigError(f"train dataset {type(train_dataset).__name__} must be map-style (__getitem__, "
                               "__len__) for the resumable sampler")
-        self.sampler = ResumableSampler(len(train_dataset), shuffle=cfg.shuffle, seed=cfg.seed, rank=dist.rank,
-                                        world_size=dist.world_size)
+        if sampler_fn is not None:
+            self.sampler = sampler_fn(dist.rank, dist.world_size)
+        else:
+            self.sampler = ResumableSampler(len(train_dataset), shuffle=cfg.shuffle, seed=cfg.seed, rank=dist.rank,
+                                            world_size=dist.world_size)
         self.loader = DataLoader(SeededDataset(train_dataset), batch_size=cfg.batch_size, sampler=self.sampler,
                                  drop_last=True, num_workers=cfg.num_workers, collate_fn=collate_fn,
                                  pin_memory=self.device.type == "cuda", persistent_workers=cfg.num_workers > 0,

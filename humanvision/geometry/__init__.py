@@ -4,6 +4,7 @@ Everything accepts numpy arrays and torch tensors (torch paths are differentiabl
 """
 
 from humanvision.geometry.affine import *
+from humanvision.geometry.calibration import *
 from humanvision.geometry.camera import *
 from humanvision.geometry.distortion import *
 from humanvision.geometry.procrustes import *

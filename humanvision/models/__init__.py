@@ -25,9 +25,11 @@ from humanvision.models._registry import (
     register_model,
 )
 from humanvision.models.heads import DeconvHead, SimpleHead
+from humanvision.models.hourglass import Hourglass3D as Hourglass3D
 from humanvision.models.lateral import LateralPose
 from humanvision.models.pct import MixerLayer, PCTHead, PCTTokenizer
 from humanvision.models.pct_swin import PCTSwinHeatmap, SwinV2TransformerRPE2FC
+from humanvision.models.resnet_depth import ResNetDepth as ResNetDepth
 from humanvision.models.simple_baseline import HRNetPose, SimpleBaseline
 from humanvision.models.vitpose import PaddedPatchEmbed, ViTPose
 

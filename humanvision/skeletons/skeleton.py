@@ -13,13 +13,17 @@ from humanvision.errors import HumanVisionError
 
 __all__ = [
     "DERIVED_JOINTS",
+    "JOINT_MAPS",
     "SKELETONS",
+    "JointMap",
     "Skeleton",
     "SkeletonError",
     "conversion_plan",
     "convert",
+    "get_joint_map",
     "get_skeleton",
     "load_skeleton",
+    "map_joints",
     "register_skeleton",
 ]
 
@@ -350,15 +354,114 @@ BODY25 = _make(
     description="OpenPose BODY_25 (MidHip = pelvis)",
 )
 
+BODY25B = _make(
+    "body25b",
+    ["nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder", "left_elbow",
+     "right_elbow", "left_wrist", "right_wrist", "left_hip", "right_hip", "left_knee", "right_knee", "left_ankle",
+     "right_ankle", "upper_neck", "head_top", "left_big_toe", "left_small_toe", "left_heel", "right_big_toe",
+     "right_small_toe", "right_heel"],
+    _arm_leg_limbs() + [("left_shoulder", "right_shoulder"), ("left_hip", "right_hip"),
+                        ("left_shoulder", "left_hip"), ("right_shoulder", "right_hip"), ("nose", "left_eye"),
+                        ("nose", "right_eye"), ("left_eye", "left_ear"), ("right_eye", "right_ear"),
+                        ("upper_neck", "head_top"), ("upper_neck", "nose"), ("upper_neck", "left_shoulder"),
+                        ("upper_neck", "right_shoulder"), ("left_ankle", "left_big_toe"),
+                        ("left_big_toe", "left_small_toe"), ("left_ankle", "left_heel"),
+                        ("right_ankle", "right_big_toe"), ("right_big_toe", "right_small_toe"),
+                        ("right_ankle", "right_heel")],
+    description="OpenPose BODY_25B (experimental models of openpose_train): COCO's 17 keypoints in COCO order, "
+                "then UpperNeck, HeadTop and the six foot points of BODY_25",
+)
+
+# --------------------------------------------------------------------------- joint sets of the 3D-pose seed's datasets
+FLIC29 = _make(
+    "flic29",
+    ["left_shoulder", "left_elbow", "left_wrist", "right_shoulder", "right_elbow", "right_wrist", "left_hip",
+     "left_knee", "left_ankle", "right_hip", "right_knee", "right_ankle", "left_eye", "right_eye", "left_ear",
+     "right_ear", "nose", "thorax", "pelvis", "head", "torso", "left_upper_arm_mid", "right_upper_arm_mid",
+     "left_lower_arm_mid", "right_lower_arm_mid", "left_upper_leg_mid", "right_upper_leg_mid",
+     "left_lower_leg_mid", "right_lower_leg_mid"],
+    [(f"{s}_{a}", f"{s}_{b}") for s in ("left", "right") for a, b in [
+        ("shoulder", "upper_arm_mid"), ("upper_arm_mid", "elbow"), ("elbow", "lower_arm_mid"),
+        ("lower_arm_mid", "wrist"), ("hip", "upper_leg_mid"), ("upper_leg_mid", "knee"), ("knee", "lower_leg_mid"),
+        ("lower_leg_mid", "ankle")]]
+    + [("thorax", "left_shoulder"), ("thorax", "right_shoulder"), ("pelvis", "left_hip"), ("pelvis", "right_hip"),
+       ("thorax", "torso"), ("torso", "pelvis"), ("thorax", "nose"), ("nose", "left_eye"), ("nose", "right_eye"),
+       ("left_eye", "left_ear"), ("right_eye", "right_ear"), ("nose", "head")],
+    root="pelvis",
+    description="FLIC / FLIC-full examples.mat 29 points (lookupPart order lsho, lelb, lwri, rsho, relb, rwri, "
+                "lhip, lkne, lank, rhip, rkne, rank, leye, reye, lear, rear, nose, msho, mhip, mear, mtorso, "
+                "mluarm, mruarm, mllarm, mrlarm, mluleg, mruleg, mllleg, mrlleg); msho = thorax, mhip = pelvis, "
+                "mear = head, mtorso = torso, m[lr][ul]{arm,leg} = limb mid-points. FLIC-full labels only the "
+                "eyes, nose, shoulders, elbows, wrists and hips; the rest are NaN",
+)
+
+MPI_INF_3DHP28 = _make(
+    "mpi_inf_3dhp28",
+    ["spine3", "spine4", "spine2", "spine", "pelvis", "neck", "head", "head_top", "left_clavicle", "left_shoulder",
+     "left_elbow", "left_wrist", "left_hand", "right_clavicle", "right_shoulder", "right_elbow", "right_wrist",
+     "right_hand", "left_hip", "left_knee", "left_ankle", "left_foot", "left_toe", "right_hip", "right_knee",
+     "right_ankle", "right_foot", "right_toe"],
+    [("pelvis", "spine"), ("spine", "spine2"), ("spine2", "spine3"), ("spine3", "spine4"), ("spine4", "neck"),
+     ("neck", "head"), ("head", "head_top")]
+    + [(f"{s}_{a}", f"{s}_{b}") for s in ("left", "right") for a, b in [
+        ("clavicle", "shoulder"), ("shoulder", "elbow"), ("elbow", "wrist"), ("wrist", "hand"), ("hip", "knee"),
+        ("knee", "ankle"), ("ankle", "foot"), ("foot", "toe")]]
+    + [("spine4", "left_clavicle"), ("spine4", "right_clavicle"), ("pelvis", "left_hip"), ("pelvis", "right_hip")],
+    root="pelvis",
+    description="MPI-INF-3DHP training set, all 28 joints of annot2/annot3/univ_annot3 (mpii_get_joint_set "
+                "order: spine3, spine4, spine2, spine, pelvis, neck, head, head_top, then clavicle, shoulder, "
+                "elbow, wrist, hand of the left and right arm, then hip, knee, ankle, foot, toe of each leg)",
+)
+
+OCCLUSION_PERSON15 = _make(
+    "occlusion_person15",
+    ["pelvis", "right_hip", "right_knee", "right_ankle", "left_hip", "left_knee", "left_ankle", "spine", "neck",
+     "left_shoulder", "left_elbow", "left_wrist", "right_shoulder", "right_elbow", "right_wrist"],
+    _arm_leg_limbs() + [("pelvis", "right_hip"), ("pelvis", "left_hip"), ("pelvis", "spine"), ("spine", "neck"),
+                        ("neck", "left_shoulder"), ("neck", "right_shoulder")],
+    root="pelvis",
+    description="Occlusion-Person (UnrealCV) 15 joints: the Human3.6M integral order without nose and head "
+                "(hip, right leg, left leg, belly = spine, neck, left arm, right arm); flip index "
+                "0,4,5,6,1,2,3,7,8,12,13,14,9,10,11",
+)
+
+SMPL24 = _make(
+    "smpl24",
+    ["pelvis", "left_hip", "right_hip", "spine1", "left_knee", "right_knee", "spine2", "left_ankle", "right_ankle",
+     "spine3", "left_foot", "right_foot", "neck", "left_collar", "right_collar", "head", "left_shoulder",
+     "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_hand", "right_hand"],
+    [("pelvis", "left_hip"), ("pelvis", "right_hip"), ("pelvis", "spine1"), ("spine1", "spine2"),
+     ("spine2", "spine3"), ("spine3", "neck"), ("neck", "head"), ("spine3", "left_collar"),
+     ("spine3", "right_collar"), ("left_collar", "left_shoulder"), ("right_collar", "right_shoulder")]
+    + [(f"{s}_{a}", f"{s}_{b}") for s in ("left", "right") for a, b in [
+        ("shoulder", "elbow"), ("elbow", "wrist"), ("wrist", "hand"), ("hip", "knee"), ("knee", "ankle"),
+        ("ankle", "foot")]],
+    root="pelvis",
+    description="SMPL kinematic-tree joints (3DPW jointPositions, 24 x 3 per frame)",
+)
+
+COCO18 = _make(
+    "coco18",
+    ["nose", "neck", "right_shoulder", "right_elbow", "right_wrist", "left_shoulder", "left_elbow", "left_wrist",
+     "right_hip", "right_knee", "right_ankle", "left_hip", "left_knee", "left_ankle", "right_eye", "left_eye",
+     "right_ear", "left_ear"],
+    _arm_leg_limbs() + [("nose", "neck"), ("neck", "left_shoulder"), ("neck", "right_shoulder"),
+                        ("neck", "left_hip"), ("neck", "right_hip"), ("nose", "left_eye"), ("nose", "right_eye"),
+                        ("left_eye", "left_ear"), ("right_eye", "right_ear")],
+    description="OpenPose COCO-18 (COCO's 17 keypoints plus neck = mid-shoulders, OpenPose order); 3DPW poses2d",
+)
+
 SKELETONS: dict[str, Skeleton] = {
     s.name: s
     for s in (COCO17, MPII16, H36M17, H36M17_VP, AIC14, CROWDPOSE14, LSP14, MPI_INF_3DHP17, ITOP15, NTU25,
-              BODY25)
+              BODY25, BODY25B, FLIC29, MPI_INF_3DHP28, OCCLUSION_PERSON15, SMPL24, COCO18)
 }
 _ALIASES = {"coco": "coco17", "mpii": "mpii16", "h36m": "h36m17", "human36m": "h36m17", "h36m17_lt": "h36m17",
             "h36m17_mmpose": "h36m17_vp", "h36m17_videopose": "h36m17_vp", "aic": "aic14",
             "crowdpose": "crowdpose14", "lsp": "lsp14", "3dhp": "mpi_inf_3dhp17", "mpi_inf_3dhp": "mpi_inf_3dhp17",
-            "itop": "itop15", "ntu": "ntu25", "openpose": "body25", "body_25": "body25"}
+            "itop": "itop15", "ntu": "ntu25", "openpose": "body25", "body_25": "body25", "body_25b": "body25b",
+            "flic": "flic29", "flic_full": "flic29", "mpi_inf_3dhp_train": "mpi_inf_3dhp28",
+            "occlusion_person": "occlusion_person15", "smpl": "smpl24", "openpose18": "coco18"}
 
 
 def register_skeleton(skeleton: Skeleton, overwrite: bool = False) -> Skeleton:
@@ -523,3 +626,148 @@ def convert(keypoints: np.ndarray, src: str | Skeleton, dst: str | Skeleton, vis
     out_vis = big.min(axis=-1)
     out_vis[..., ~used.any(axis=1)] = 0.0
     return out, out_vis.astype(np.asarray(visible).dtype)
+
+
+# --------------------------------------------------------------------------- explicit dataset joint maps
+@dataclass(frozen=True, eq=False)
+class JointMap:
+    """An explicit correspondence from one joint set to another, as a dataset's loader defines it.
+
+    :func:`convert` maps joints by canonical name. Some training recipes use a correspondence that
+    differs from that, e.g. HG-3D feeds LSP's ``neck`` to MPII's ``upper_neck``. Such a recipe is
+    written down as a :class:`JointMap`.
+
+    Attributes:
+        src, dst: skeleton names.
+        sources: one entry per ``dst`` joint: the ``src`` indices whose mean gives it (empty: not available).
+        approximate: ``dst`` indices filled with a *different* anatomical point (e.g. head-top <- nose). They are
+            kept by default, as the recipe does; ``apply(..., approximate="drop")`` makes them invisible.
+        description: where the correspondence comes from.
+    """
+
+    src: str
+    dst: str
+    sources: tuple[tuple[int, ...], ...]
+    approximate: tuple[int, ...] = ()
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        s, d = get_skeleton(self.src), get_skeleton(self.dst)
+        srcs = tuple(tuple(int(i) for i in group) for group in self.sources)
+        if len(srcs) != d.num_joints:
+            raise SkeletonError(f"joint map {s.name}->{d.name}: {len(srcs)} entries for {d.num_joints} joints")
+        for j, group in enumerate(srcs):
+            if any(not 0 <= i < s.num_joints for i in group):
+                raise SkeletonError(f"joint map {s.name}->{d.name}: {d.joints[j]!r} refers to a joint outside "
+                                    f"0..{s.num_joints - 1}")
+        approx = tuple(int(j) for j in self.approximate)
+        if any(not 0 <= j < d.num_joints for j in approx):
+            raise SkeletonError(f"joint map {s.name}->{d.name}: approximate joint outside 0..{d.num_joints - 1}")
+        object.__setattr__(self, "src", s.name)
+        object.__setattr__(self, "dst", d.name)
+        object.__setattr__(self, "sources", srcs)
+        object.__setattr__(self, "approximate", approx)
+
+    def __repr__(self) -> str:
+        return f"JointMap({self.src!r} -> {self.dst!r})"
+
+    @property
+    def indices(self) -> tuple[int, ...]:
+        """Per ``dst`` joint its single ``src`` index, -1 where it is a mean of several or not available."""
+        return tuple(g[0] if len(g) == 1 else -1 for g in self.sources)
+
+    def matrix(self) -> np.ndarray:
+        """``W`` (K_dst, K_src) with ``dst = W @ src``."""
+        w = np.zeros((len(self.sources), get_skeleton(self.src).num_joints))
+        for j, group in enumerate(self.sources):
+            for i in group:
+                w[j, i] += 1.0 / len(group)
+        return w
+
+    def apply(self, keypoints: np.ndarray, visible: np.ndarray | None = None, approximate: str = "keep"):
+        """Map ``keypoints`` (``[..., K_src, D]``) to ``[..., K_dst, D]``; with ``visible`` (``[..., K_src]``) also
+        return the visibility, the minimum over each joint's sources (0 where unavailable, and for
+        :attr:`approximate` joints when ``approximate="drop"``). Unavailable joints are 0."""
+        if approximate not in ("keep", "drop"):
+            raise ValueError(f"approximate must be 'keep' or 'drop', got {approximate!r}")
+        kp = np.asarray(keypoints)
+        k = get_skeleton(self.src).num_joints
+        if kp.ndim < 2 or kp.shape[-2] != k:
+            raise SkeletonError(f"joint map {self.src}->{self.dst}: keypoints have shape {kp.shape}, expected "
+                                f"[..., {k}, D]")
+        out = np.einsum("ji,...id->...jd", self.matrix(), kp.astype(np.float64))
+        out = out.astype(kp.dtype if kp.dtype.kind == "f" else np.float64)
+        if visible is None:
+            return out
+        vis = np.asarray(visible, dtype=np.float64)
+        if vis.shape != kp.shape[:-1]:
+            raise SkeletonError(f"joint map {self.src}->{self.dst}: visible has shape {vis.shape}, expected "
+                                f"{kp.shape[:-1]}")
+        out_vis = np.zeros(vis.shape[:-1] + (len(self.sources),))
+        for j, group in enumerate(self.sources):
+            if group and not (approximate == "drop" and j in self.approximate):
+                out_vis[..., j] = vis[..., list(group)].min(axis=-1)
+        return out, out_vis.astype(np.float32)
+
+
+def _joint_map(src: Skeleton, dst: Skeleton, by_name: dict[str, tuple[str, ...] | str], *,
+               approximate: Sequence[str] = (), description: str = "") -> JointMap:
+    """A :class:`JointMap`: ``dst`` joints absent from ``by_name`` come from the ``src`` joint of the same name."""
+    sources = []
+    for name in dst.joints:
+        spec = by_name.get(name, name)
+        names = (spec,) if isinstance(spec, str) else tuple(spec)
+        sources.append(tuple(src.index(n) for n in names))
+    return JointMap(src.name, dst.name, tuple(sources), tuple(dst.index(n) for n in approximate), description)
+
+
+_MID_HIPS = ("left_hip", "right_hip")
+_MID_SHOULDERS = ("left_shoulder", "right_shoulder")
+
+#: Dataset joint maps to ``mpii16``, keyed by (src, dst) skeleton names; :func:`get_joint_map` looks them up.
+JOINT_MAPS: dict[tuple[str, str], JointMap] = {(m.src, m.dst): m for m in (
+    _joint_map(LSP14, MPII16, {"pelvis": _MID_HIPS, "thorax": _MID_SHOULDERS, "upper_neck": "neck"},
+               description="HG-3D lsp_extended: pelvis = mid-hips, thorax = mid-shoulders, LSP neck -> upper "
+                           "neck, visibility multiplied (pose3d.md 5.6)"),
+    _joint_map(FLIC29, MPII16, {"thorax": "torso", "upper_neck": "thorax", "head_top": "nose"},
+               approximate=("head_top",),
+               description="HG-3D flic_full's flic_to_mpii [12,11,10,7,8,9,19,21,18,17,6,5,4,1,2,3] read as the "
+                           "1-based MATLAB indices it is (0-based: 11,10,9,6,7,8,18,20,17,16,5,4,3,0,1,2): pelvis <- "
+                           "mhip, thorax <- mtorso, upper neck <- msho, head top <- nose (pose3d.md 5.6, 9)"),
+    _joint_map(OCCLUSION_PERSON15, MPII16, {"thorax": _MID_SHOULDERS, "upper_neck": "neck", "head_top": "neck"},
+               approximate=("head_top",),
+               description="HG-3D occlusion_person: thorax = mid-shoulders, head top = neck copied (pose3d.md 5.6)"),
+    _joint_map(MPI_INF_3DHP28, MPII16, {"thorax": "spine", "upper_neck": "neck"},
+               description="HG-3D mpii3d train: [25,24,23,18,19,20,4,3,5,7,16,15,14,9,10,11] (pose3d.md 5.6)"),
+    _joint_map(MPI_INF_3DHP17, MPII16, {"thorax": "spine", "upper_neck": "neck"},
+               description="HG-3D mpii3d val/test: [10,9,8,11,12,13,14,15,1,0,4,3,2,5,6,7] (pose3d.md 5.6)"),
+    _joint_map(H36M17_VP, MPII16, {"thorax": "spine", "upper_neck": "thorax"},
+               description="HG-3D h36m (ECCV'18 challenge, integral order = h36m17_vp): h36m_to_mpii "
+                           "[3,2,1,4,5,6,0,7,8,10,16,15,14,11,12,13]; torso -> thorax, neck -> upper neck, head -> "
+                           "head top, nose dropped (pose3d.md 5.6)"),
+    _joint_map(COCO18, MPII16, {"pelvis": _MID_HIPS, "thorax": _MID_SHOULDERS, "upper_neck": "nose",
+                                "head_top": "nose"},
+               approximate=("upper_neck", "head_top"),
+               description="HG-3D threedpw 2D keypoints: pelvis and thorax are means, upper neck and head top "
+                           "are both the nose (pose3d.md 5.6, 9)"),
+    _joint_map(SMPL24, MPII16, {"thorax": _MID_SHOULDERS, "upper_neck": "neck", "head_top": "head"},
+               approximate=("head_top",),
+               description="humanvision's map of 3DPW's SMPL joints (not the seed's H36M J-regressor route, which "
+                           "needs the SMPL mesh): thorax = mid SMPL shoulders, upper neck <- SMPL neck, head top "
+                           "<- SMPL head centre"),
+)}
+
+
+def get_joint_map(src: str | Skeleton, dst: str | Skeleton) -> JointMap:
+    """The registered :class:`JointMap` from ``src`` to ``dst`` (see :data:`JOINT_MAPS`)."""
+    key = (get_skeleton(src).name, get_skeleton(dst).name)
+    if key not in JOINT_MAPS:
+        raise SkeletonError(f"no joint map {key[0]}->{key[1]}; known: {sorted(f'{a}->{b}' for a, b in JOINT_MAPS)}"
+                            "; convert() maps joints by name")
+    return JOINT_MAPS[key]
+
+
+def map_joints(keypoints: np.ndarray, src: str | Skeleton, dst: str | Skeleton, visible: np.ndarray | None = None,
+               approximate: str = "keep"):
+    """Apply the registered :class:`JointMap` ``src -> dst`` (:meth:`JointMap.apply`)."""
+    return get_joint_map(src, dst).apply(keypoints, visible, approximate)

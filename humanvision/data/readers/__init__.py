@@ -13,12 +13,23 @@ MpiiJson               MPII in mmpose's json (center/scale/joints/joints_vis, 1-
 read_mpii_gt_mat       ``mpii_gt_val.mat`` (PCKh ground truth)
 Human36MMultiView      learnable-triangulation ``human36m-multiview-labels-*.npy`` + processed image tree
 Human36MPoses          raw Human3.6M ``MyPoseFeatures/D3_Positions/*.cdf`` (32 mocap joints -> h36m17)
+Human36MEccv           Human3.6M ECCV'18 challenge, integral-human-pose ``*_keypoint_jnt_bbox_db.pkl`` (h36m17_vp)
+LspJoints              LSP ``joints.mat`` (3, 14, N) and LSP-extended ``joints.mat`` (14, 3, N) (lsp14)
+FlicFull               FLIC-full ``examples.mat`` (flic29; HG-3D's 1-based map and transposition bugs fixed)
+OcclusionPerson        Occlusion-Person ``unrealcv_{train,validation}.pkl`` (occlusion_person15, camera-frame 3D)
+MpiInf3dhpTrain        MPI-INF-3DHP ``S*/Seq*/annot.mat`` (mpi_inf_3dhp28) + extracted video frames
+MpiInf3dhpTest         MPI-INF-3DHP ``TS*/annot_data.mat`` (HDF5; mpi_inf_3dhp17, valid frames)
+ThreeDPW               3DPW ``sequenceFiles/*/*.pkl`` (Python 2 pickles; smpl24 3D, coco18 detections in meta)
 ItopReader             ITOP ``*_depth_map.h5`` + ``*_labels.h5``
 MultiModalReader       humanvision's RGB + depth + keypoints layout (``index.json``)
+read_openpose_folder   OpenPose ``--write_json`` folders (BODY_25 / BODY_25B / COCO-18) -> ``Detections2D``
 =====================  =====================================================================================
 
 Every reader validates what it parses and raises :class:`humanvision.errors.DataError` naming the file, the
 record (annotation id, person, frame) and the field; images are decoded only by ``Sample.load_image()``.
+Pickled layouts are read with :func:`humanvision.data.io.safe_unpickle` (numpy arrays and builtin containers
+only; nothing is executed). Each reader of a set HG-3D trains or tests on documents its joint map to ``mpii16``
+(:func:`humanvision.skeletons.skeleton.get_joint_map`).
 """
 
 from humanvision.data.readers.base import Reader
@@ -31,34 +42,69 @@ from humanvision.data.readers.coco import (
     write_occluded_subset,
 )
 from humanvision.data.readers.crowdpose import CrowdPoseKeypoints
+from humanvision.data.readers.flic import FLIC29_TO_MPII16, FlicFull
 from humanvision.data.readers.h36m import (
     H36M_MOCAP_TO_H36M17,
+    Human36MEccv,
     Human36MMultiView,
     Human36MPoses,
     read_h36m_cdf,
 )
 from humanvision.data.readers.itop import ItopReader
+from humanvision.data.readers.lsp import LSP14_TO_MPII16, LspJoints
+from humanvision.data.readers.mpi_inf_3dhp import (
+    MPI_INF_3DHP17_TO_MPII16,
+    MPI_INF_3DHP28_TO_MPII16,
+    MpiInf3dhpTest,
+    MpiInf3dhpTrain,
+)
 from humanvision.data.readers.mpii import MpiiGroundTruth, MpiiJson, read_mpii_gt_mat
 from humanvision.data.readers.multimodal import MULTIMODAL_FORMAT, MultiModalReader, write_multimodal_index
+from humanvision.data.readers.occlusion_person import OCCLUSION_PERSON15_TO_MPII16, OcclusionPerson
+from humanvision.data.readers.openpose import (
+    OPENPOSE_LAYOUTS,
+    Detections2D,
+    openpose_layout,
+    read_openpose_folder,
+)
+from humanvision.data.readers.threedpw import COCO18_TO_MPII16, SMPL24_TO_MPII16, ThreeDPW
 
 __all__ = [
+    "COCO18_TO_MPII16",
+    "FLIC29_TO_MPII16",
     "H36M_MOCAP_TO_H36M17",
+    "LSP14_TO_MPII16",
+    "MPI_INF_3DHP17_TO_MPII16",
+    "MPI_INF_3DHP28_TO_MPII16",
     "MULTIMODAL_FORMAT",
+    "OCCLUSION_PERSON15_TO_MPII16",
+    "OPENPOSE_LAYOUTS",
+    "SMPL24_TO_MPII16",
     "AicKeypoints",
     "CocoDetections",
     "CocoKeypoints",
     "CrowdPoseKeypoints",
+    "Detections2D",
+    "FlicFull",
+    "Human36MEccv",
     "Human36MMultiView",
     "Human36MPoses",
     "ItopReader",
+    "LspJoints",
+    "MpiInf3dhpTest",
+    "MpiInf3dhpTrain",
     "MpiiGroundTruth",
     "MpiiJson",
     "MultiModalReader",
     "OCHumanKeypoints",
+    "OcclusionPerson",
     "Reader",
+    "ThreeDPW",
     "clean_coco_boxes",
+    "openpose_layout",
     "read_h36m_cdf",
     "read_mpii_gt_mat",
+    "read_openpose_folder",
     "write_multimodal_index",
     "write_occluded_subset",
 ]

@@ -20,6 +20,23 @@ images keep the same ``K`` (LT ``undistort-h36m.py``), so their cameras carry no
 ``Pose`` with ``T x 32 x D`` values (50 Hz); ``D3_Positions`` are world mm, ``D3_Positions_mono`` camera-frame
 mm (one file per camera), ``D2_Positions`` pixels. :func:`read_h36m_cdf` converts the 32 mocap joints to
 ``h36m17`` with the indices ``(3, 2, 1, 6, 7, 8, 0, 12, 13, 15, 27, 26, 25, 17, 18, 19, 14)`` (pose3d.md §0).
+
+**ECCV'18 challenge caches** (integral-human-pose's
+``HM36_eccv_challenge_{Train,Val}_w288xh384_keypoint_jnt_bbox_db.pkl``, pose3d.md §5.6), read by
+:class:`Human36MEccv` with :func:`humanvision.data.io.safe_unpickle` (no code executed): a pickled **list** with
+one dict per image ``{Train,Val}/IMG/%05d.jpg`` (entry i is image ``i + 1``)::
+
+    joints_3d           (18, 3)  [img_x, img_y, (Z - Z_root) * s]: pixels and depth in pixel units
+    joints_3d_vis       (18, 3)  1 (optional)
+    joints_3d_relative  (18, 3)  camera-frame mm minus the root
+    center_x, center_y, width, height   keypoint box, aspect 288:384, x1.25
+    bone_len, s, rot (2, 2), t (2,)     total bone length; the similarity fitted between GT xy and a detection
+    image, flip_pairs, parent_ids       (optional; ``image`` is the writer's absolute path)
+
+The 18 joints are the integral order root, R hip/knee/ankle, L hip/knee/ankle, torso, neck, nose, head,
+L shoulder/elbow/wrist, R shoulder/elbow/wrist, thorax; the first 17 are ``h36m17_vp`` (spine = torso, thorax =
+neck, head_top = head), the 18th is the mid-shoulder point. The map to ``mpii16`` is
+``get_joint_map("h36m17_vp", "mpii16")`` (HG-3D's ``h36m_to_mpii``).
 """
 
 from __future__ import annotations
@@ -33,8 +50,9 @@ from pathlib import Path
 
 import numpy as np
 
-from humanvision.data.io import read_image
-from humanvision.data.readers.base import Reader, resolve_skeleton
+from humanvision.data.io import read_image, safe_unpickle
+from humanvision.data.readers._checks import check_finite_keypoints
+from humanvision.data.readers.base import Reader, as_array, require, resolve_skeleton
 from humanvision.data.sample import LazyImage, MultiViewSample, Sample
 from humanvision.errors import DataError
 from humanvision.skeletons import Skeleton
@@ -43,6 +61,7 @@ __all__ = [
     "H36M_DAMAGED_ACTIONS",
     "H36M_IMAGE_SIZES",
     "H36M_MOCAP_TO_H36M17",
+    "Human36MEccv",
     "Human36MMultiView",
     "Human36MPoses",
     "read_h36m_cdf",
@@ -365,3 +384,85 @@ class Human36MPoses(Reader):
         if self.dims == 2:
             return Sample(keypoints_2d=kp, visibility=ones, **common)
         return Sample(keypoints_3d=kp, visibility_3d=ones, keypoints_3d_frame=self.frame, **common)
+
+
+# --------------------------------------------------------------------------- ECCV'18 challenge caches
+class Human36MEccv(Reader):
+    """Human3.6M ECCV'18-challenge images with the integral-human-pose cache; one sample per image.
+
+    Args:
+        db: the ``HM36_eccv_challenge_*_keypoint_jnt_bbox_db.pkl`` cache. image_root: the ``{Train,Val}/IMG``
+            folder (entry ``i`` is ``%05d.jpg`` of ``i + 1``, as the cache's writer and HG-3D name them).
+        every_n: keep every n-th entry (HG-3D validates on every 10th unless ``--full_test``).
+        skeleton: ``h36m17_vp`` (the first 17 of the 18 integral joints).
+
+    Samples: ``keypoints_2d (1, 17, 2)`` = ``joints_3d[:17, :2]`` (pixels as stored), ``visibility`` from
+    ``joints_3d_vis`` (ones if absent), ``keypoints_3d (1, 17, 3)`` = ``joints_3d_relative[:17]`` (camera-frame
+    mm, **root-relative**), ``boxes`` = the cached box (centre +- size / 2), ``image_id`` = ``"%05d"``; ``meta``:
+    ``joints_3d_image (1, 17, 3)`` (``[u, v, depth in pixel units]``, HG-3D's 3D target), ``thorax`` (the 18th
+    joint of ``joints_3d``), ``thorax_relative``, ``center (1, 2)``, ``size`` (``max(width, height)``, HG-3D's
+    crop size), ``bone_len``, ``s``, ``root_relative = True``, ``entry``.
+    A non-finite depth or 3D joint is a :class:`DataError` naming the file and entry.
+    """
+
+    def __init__(self, db: str | Path, image_root: str | Path, every_n: int = 1,
+                 skeleton: str | Skeleton = "h36m17_vp") -> None:
+        self.source = f = str(db)
+        self.image_root = Path(image_root)
+        self.skeleton = resolve_skeleton(skeleton, f)
+        k = self.skeleton.num_joints
+        if k != 17:
+            raise DataError(f"the ECCV'18 cache has 17 (+ thorax) joints, skeleton {self.skeleton.name!r} has {k}",
+                            file=f, field="skeleton")
+        entries = safe_unpickle(f)
+        if not isinstance(entries, list):
+            raise DataError(f"expected a list of entries, got {type(entries).__name__}", file=f)
+        n = len(entries)
+        img = np.zeros((n, 18, 3), np.float64)
+        rel = np.zeros((n, 18, 3), np.float64)
+        self.vis = np.ones((n, 17), np.float32)
+        self.boxes = np.zeros((n, 4), np.float32)
+        self.bone_len = np.full(n, np.nan, np.float32)
+        self.s = np.full(n, np.nan, np.float32)
+        for i, r in enumerate(entries):
+            where = f"entry {i}"
+            img[i] = as_array(require(r, "joints_3d", file=f, where=where), (18, 3), file=f, where=where,
+                              field="joints_3d", dtype=np.float64, finite=False)
+            rel[i] = as_array(require(r, "joints_3d_relative", file=f, where=where), (18, 3), file=f, where=where,
+                              field="joints_3d_relative", dtype=np.float64, finite=False)
+            if "joints_3d_vis" in r:
+                v = as_array(r["joints_3d_vis"], (18, None), file=f, where=where, field="joints_3d_vis")
+                self.vis[i] = np.clip(v[:17, 0], 0, 1)
+            cx, cy, w, h = (float(as_array(require(r, key, file=f, where=where), (), file=f, where=where,
+                                           field=key)) for key in ("center_x", "center_y", "width", "height"))
+            if w <= 0 or h <= 0:
+                raise DataError(f"box size ({w}, {h}) must be positive", file=f, record=where,
+                                field="width" if w <= 0 else "height")
+            self.boxes[i] = (cx - w / 2, cy - h / 2, w, h)
+            for key, out in (("bone_len", self.bone_len), ("s", self.s)):
+                if key in r:
+                    out[i] = as_array(r[key], (), file=f, where=where, field=key)
+        check_finite_keypoints(img, file=f, field="joints_3d", record=lambda i: f"entry {i}")
+        check_finite_keypoints(rel, file=f, field="joints_3d_relative", record=lambda i: f"entry {i}")
+        rows = np.arange(0, n, max(1, int(every_n)))
+        self.rows = rows
+        self.joints_image = img.astype(np.float32)
+        self.joints_relative = rel.astype(np.float32)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def _get(self, index: int) -> Sample:
+        e = int(self.rows[index])
+        name = f"{e + 1:05d}"
+        path = str(self.image_root / f"{name}.jpg")
+        img, rel, box = self.joints_image[e], self.joints_relative[e], self.boxes[e]
+        return Sample(
+            image=LazyImage(path, read_image), image_path=path, keypoints_2d=img[None, :17, :2].copy(),
+            visibility=self.vis[e:e + 1], keypoints_3d=rel[None, :17].copy(),
+            visibility_3d=np.ones((1, 17), np.float32), keypoints_3d_frame="camera", boxes=box[None].copy(),
+            skeleton=self.skeleton.name, source=self.source, index=index, image_id=name,
+            meta={"joints_3d_image": img[None, :17].copy(), "thorax": img[17].copy(),
+                  "thorax_relative": rel[17].copy(), "center": (box[:2] + box[2:] / 2)[None],
+                  "size": float(box[2:].max()), "bone_len": float(self.bone_len[e]), "s": float(self.s[e]),
+                  "root_relative": True, "entry": e})

@@ -447,7 +447,7 @@ def test_h36m_multiview_keypoint_count_checked(tmp_path):
     _raises(lambda: Human36MMultiView(tmp_path / "k16.npy", tmp_path), "k16.npy", "field table.keypoints",
             "(16, 3)", "expected (17, 3)")
     (tmp_path / "notnpy.npy").write_bytes(b"garbage")
-    _raises(lambda: Human36MMultiView(tmp_path / "notnpy.npy", tmp_path), "notnpy.npy", "not a .npy file")
+    _raises(lambda: Human36MMultiView(tmp_path / "notnpy.npy", tmp_path), "notnpy.npy", "not an .npy file")
 
 
 def _write_cdf(path: Path, pose: np.ndarray) -> Path:

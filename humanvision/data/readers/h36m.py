@@ -41,7 +41,6 @@ neck, head_top = head), the 18th is the mid-shoulder point. The map to ``mpii16`
 
 from __future__ import annotations
 
-import pickle
 import re
 import struct
 from collections.abc import Sequence
@@ -50,7 +49,7 @@ from pathlib import Path
 
 import numpy as np
 
-from humanvision.data.io import read_image, safe_unpickle
+from humanvision.data.io import read_image, safe_load_npy, safe_unpickle
 from humanvision.data.readers._checks import check_finite_keypoints
 from humanvision.data.readers.base import Reader, as_array, require, resolve_skeleton
 from humanvision.data.sample import LazyImage, MultiViewSample, Sample
@@ -117,10 +116,7 @@ class Human36MMultiView(Reader):
         k = self.skeleton.num_joints
         if not Path(f).is_file():
             raise DataError("file not found", file=f)
-        try:
-            labels_dict = np.load(f, allow_pickle=True).item()
-        except (OSError, ValueError, EOFError, pickle.UnpicklingError) as e:
-            raise DataError(f"not a .npy file holding a dict ({type(e).__name__}: {e})", file=f) from None
+        labels_dict = safe_load_npy(f)  # a pickled dict, read without executing code
         if not isinstance(labels_dict, dict):
             raise DataError(f"expected a dict, got {type(labels_dict).__name__}", file=f)
         self.subject_names = _names(labels_dict, "subject_names", f)

@@ -12,7 +12,7 @@ at once, so a hidden joint is inferred from the visible ones through the learned
 * **heatmap baseline**: ``lateral_small`` (3.2 M parameters) at 160x160, the demo's optimisation (AdamW 4e-3,
   cosine over the time budget, flip augmentation), trained for ``stage0 + tokenizer + classifier`` minutes.
 * **PCT**: stage 0 = the same heatmap recipe for ``--stage0`` minutes (its frozen backbone: the lateral pyramid's
-  stride-4 map, average-pooled to 8x8 by ``pct.feature_size``); stage I = a woimgguide tokenizer (M=34 tokens,
+  stride-4 map, average-pooled to 10x10 by ``pct.feature_size``); stage I = a woimgguide tokenizer (M=34 tokens,
   ``--codes`` codes) on the training set's poses for ``--tokenizer`` minutes; stage II = the classification head on
   the frozen backbone and tokenizer for ``--classifier`` minutes. So PCT's three runs add up to the baseline's
   budget. The stage-0 model is evaluated as well (a heatmap model with PCT's stage-0 budget), and the tokenizer's
@@ -49,12 +49,12 @@ def heatmap_recipe(out: Path, minutes: float, size: int, train: dict, val: dict)
     }
 
 
-def pct_recipe(out: Path, stage: str, minutes: float, size: int, codes: int, train: dict, val: dict,
+def pct_recipe(out: Path, stage: str, minutes: float, size: int, codes: int, pool: int, train: dict, val: dict,
                stage0: Path, tokenizer: Path | None = None) -> dict:
     """A woimgguide PCT stage on the ``lateral_small`` stage-0 backbone: a mid-size tokenizer (M=34, D=256,
-    ``codes`` entries), the release's head shape with 8x8 pooled features and half-width layers."""
+    ``codes`` entries), the release's head shape on ``pool x pool`` pooled features, with half-width convs."""
     pct = {"stage": stage, "guide": "none", "backbone": "lateral_small", "backbone_weights": str(stage0),
-           "input_size": size, "feature_size": 8, "token_num": 34, "token_dim": 256, "codebook_size": codes,
+           "input_size": size, "feature_size": pool, "token_num": 34, "token_dim": 256, "codebook_size": codes,
            "enc_num_blocks": 4, "enc_hidden_dim": 256, "enc_token_inter_dim": 64, "enc_hidden_inter_dim": 256,
            "dec_num_blocks": 1, "dec_hidden_dim": 32, "dec_token_inter_dim": 64, "dec_hidden_inter_dim": 64,
            "conv_num_blocks": 2, "conv_channels": 128, "head_num_blocks": 4, "head_hidden_dim": 64,
@@ -100,10 +100,11 @@ def evaluate(kind: str, recipe: dict, run: Path, val_sets: dict[str, Path]) -> d
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--stage0", type=float, default=9.0, help="minutes of heatmap pre-training (PCT stage 0)")
-    ap.add_argument("--tokenizer", type=float, default=4.0, help="minutes of PCT stage I")
-    ap.add_argument("--classifier", type=float, default=7.0, help="minutes of PCT stage II")
+    ap.add_argument("--stage0", type=float, default=8.0, help="minutes of heatmap pre-training (PCT stage 0)")
+    ap.add_argument("--tokenizer", type=float, default=3.0, help="minutes of PCT stage I")
+    ap.add_argument("--classifier", type=float, default=6.0, help="minutes of PCT stage II")
     ap.add_argument("--size", type=int, default=160, help="square crop side")
+    ap.add_argument("--pool", type=int, default=10, help="pct.feature_size: the stride-4 map pooled to pool x pool")
     ap.add_argument("--codes", type=int, default=1024, help="codebook entries")
     ap.add_argument("--val", type=int, default=600, help="validation images (unseen people)")
     ap.add_argument("--data", type=Path, default=Path("data/synthetic_coco"))
@@ -151,9 +152,9 @@ def main() -> None:
         "stage0": ("heatmap", heatmap_recipe(runs["stage0"], args.stage0, args.size, train, val)),
         "baseline": ("heatmap", heatmap_recipe(runs["baseline"], total, args.size, train, val)),
         "tokenizer": ("pct", pct_recipe(runs["tokenizer"], "tokenizer", args.tokenizer, args.size, args.codes,
-                                        train, val, runs["stage0"])),
+                                        args.pool, train, val, runs["stage0"])),
         "classifier": ("pct", pct_recipe(runs["classifier"], "classifier", args.classifier, args.size,
-                                         args.codes, train, val, runs["stage0"], runs["tokenizer"])),
+                                         args.codes, args.pool, train, val, runs["stage0"], runs["tokenizer"])),
     }
     result: dict = {"budget_minutes": total, "size": args.size, "val_images": args.val,
                     "val_people": occ["people"], "occluded_people": occ["occluded"],

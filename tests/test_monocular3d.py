@@ -615,7 +615,7 @@ def test_run_training_stage_1_then_2_on_synthetic_mpii_and_h36m(tmp_path):
 
 def test_cli_train_refuses_a_stage_without_its_previous_weights(tmp_path):
     """`humanvision train` takes the stage recipes; a stage whose init_weights are missing fails at once, naming the
-    key and the file (before any data is read); `eval` / `infer` say they do not take these recipes yet."""
+    key and the file (before any data is read); `eval` names the missing validation labels."""
     from typer.testing import CliRunner
 
     from humanvision.cli import app
@@ -625,5 +625,5 @@ def test_cli_train_refuses_a_stage_without_its_previous_weights(tmp_path):
     out = " ".join(res.output.split())  # rich wraps long lines
     assert res.exit_code != 0 and "init_weights: file not found" in out and "stage2" in out
     assert m3d.is_monocular3d_recipe(cfg) and not m3d.is_monocular3d_recipe(CONFIGS / "synthetic_tiny.yaml")
-    res = CliRunner().invoke(app, ["eval", str(cfg), "--weights", str(cfg)])
-    assert res.exit_code != 0 and "monocular 3D recipes" in " ".join(res.output.split())
+    res = CliRunner().invoke(app, ["eval", str(cfg), "--weights", str(cfg)])  # no Human3.6M data here
+    assert res.exit_code != 0 and "data.h36m_labels: file not found" in " ".join(res.output.split())

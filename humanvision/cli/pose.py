@@ -1,4 +1,5 @@
-"""``humanvision train / eval / infer / demo``: the top-down 2D pose method end to end."""
+"""``humanvision train / eval / infer / demo``: the top-down 2D pose method end to end; ``train / eval / infer``
+also take the PCT recipes and the monocular 3D recipes (``configs/zhou3d_*.yaml``, a top-level ``stage``)."""
 
 from __future__ import annotations
 
@@ -34,16 +35,6 @@ def _load_recipe(config: Path, overrides: list[str], unchecked: tuple[str, ...] 
     return load_config(config, TopDownRecipe, overrides, unchecked=unchecked)
 
 
-def _require_2d(config: Path, command: str) -> None:
-    from humanvision.errors import ConfigError
-    from humanvision.methods import monocular3d
-
-    if monocular3d.is_monocular3d_recipe(config):
-        raise ConfigError(f"`humanvision {command}` does not take monocular 3D recipes yet (issue 12): `humanvision "
-                          "train` evaluates them on the recipe's Human3.6M validation subjects (§5.7 metrics), and "
-                          "humanvision.methods.monocular3d.evaluate_monocular3d does so from Python")
-
-
 def _print_metrics(title: str, metrics: dict) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -53,6 +44,26 @@ def _print_metrics(title: str, metrics: dict) -> None:
     table.add_column("value", justify="right")
     for k, v in metrics.items():
         table.add_row(k, f"{v:.4f}" if isinstance(v, float) else str(v))
+    Console().print(table)
+
+
+def _print_pose3d_metrics(title: str, metrics: dict) -> None:
+    """The §5.7 numbers (mm) and, when the reader names actions, one row per action."""
+    from rich.console import Console
+    from rich.table import Table
+
+    scalars = {k: (",".join(v) if isinstance(v, list) else v) for k, v in metrics.items()
+               if not k.startswith("per_action_")}
+    _print_metrics(title, scalars)
+    per = {k: metrics.get(f"per_action_{k}") or {} for k in ("hg", "p1", "p2", "count")}
+    if not per["hg"]:
+        return
+    table = Table(title="per action (mm; hg: seed protocol, 4000 mm bones; P1: GT bone length; P2: Procrustes)")
+    for col in ("action", "hg", "P1", "P2", "frames"):
+        table.add_column(col, justify="left" if col == "action" else "right")
+    for action in per["hg"]:
+        table.add_row(action, *(f"{per[k].get(action, float('nan')):.2f}" for k in ("hg", "p1", "p2")),
+                      str(per["count"].get(action, "")))
     Console().print(table)
 
 
@@ -120,13 +131,25 @@ def evaluate(config: Path = typer.Argument(..., help="YAML recipe (see configs/)
              dets: Path | None = typer.Option(None, "--dets", help="Person detections json (else GT boxes)."),
              out: Path | None = typer.Option(None, "--out", help="Folder for results.json and metrics.json."),
              ) -> None:
-    """Evaluate weights on the recipe's validation set: COCO AP/AR (and PCK with ground-truth boxes)."""
-    from humanvision.errors import HumanVisionError
-    from humanvision.methods import pct
+    """Evaluate weights on the recipe's validation set: COCO AP/AR (and PCK with ground-truth boxes); for a
+    monocular 3D recipe, MPJPE on its Human3.6M validation subjects (pose3d.md §5.7: the seed's 4000 mm
+    bone-length protocol, Protocol #1 and #2, per action)."""
+    from humanvision.errors import ConfigError, HumanVisionError
+    from humanvision.methods import monocular3d, pct
     from humanvision.methods.topdown import build_method, evaluate_topdown, prepare_synthetic
 
+    if monocular3d.is_monocular3d_recipe(config):
+        try:  # the MPII set and the previous stage's weights are not used; --weights replaces init_weights
+            if dets is not None:
+                raise ConfigError("--dets: monocular 3D evaluation crops Human3.6M by its ground-truth boxes; "
+                                  "detections are for 2D recipes")
+            recipe = _load_recipe(config, set_, unchecked=("data.mpii_train", "data.mpii_images", "init_weights"))
+            metrics = monocular3d.evaluate_weights(recipe, weights, out_dir=out, progress=True)
+        except HumanVisionError as e:
+            _fail(e)
+        _print_pose3d_metrics(f"{recipe.name}: {weights}", metrics)
+        return
     try:
-        _require_2d(config, "eval")
         recipe = _load_recipe(config, set_, unchecked=("data.train_ann", "data.train_images", "model.weights",
                                                              "model.backbone_weights"))
         prepare_synthetic(recipe.data)
@@ -180,6 +203,75 @@ def _load_boxes(path: Path | None) -> dict[str, list]:
     return out
 
 
+def _fit_frame(image, size: tuple[int, int]):
+    """``image`` letterboxed into ``size = (w, h)`` (a video's frames all have its first frame's size)."""
+    import cv2
+    import numpy as np
+
+    w, h = size
+    ih, iw = image.shape[:2]
+    if (iw, ih) == (w, h):
+        return image
+    k = min(w / iw, h / ih)
+    nw, nh = max(1, round(iw * k)), max(1, round(ih * k))
+    canvas = np.zeros((h, w, 3), np.uint8)
+    x, y = (w - nw) // 2, (h - nh) // 2
+    canvas[y:y + nh, x:x + nw] = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA)
+    return canvas
+
+
+def _process_inputs(files: list[Path], out: Path, process, suffix: str = "_pose") -> tuple[dict[str, list], int]:
+    """Run ``process(image, name, video) -> (overlay, records)`` on every image file and every frame of every video
+    (``image`` RGB uint8; ``name`` the image's file name, or ``{video stem}_{frame:06d}`` for a frame, the key of
+    --boxes; ``video`` the video's path or None). Writes ``{stem}{suffix}.png`` per image and ``{stem}{suffix}.mp4``
+    per video; returns the predictions (file name, or ``{video name}#{frame}``, -> records) and the number of
+    images and frames. An image or video that cannot be read, or bad input for one (a box without area), stops
+    the command with an error naming the file; what was written before it stays."""
+    import cv2
+    import torch
+
+    from humanvision.data.io import read_image, write_image
+    from humanvision.errors import DataError, HumanVisionError
+
+    predictions: dict[str, list] = {}
+    frames = 0
+    with torch.no_grad():
+        for f in files:
+            if f.suffix.lower() in VIDEO_EXTS:
+                cap = cv2.VideoCapture(str(f))
+                if not cap.isOpened():
+                    _fail(DataError("cannot open video", file=str(f)))
+                fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
+                writer, size, i = None, None, 0
+                while True:
+                    ok, frame = cap.read()
+                    if not ok:
+                        break
+                    try:
+                        vis, res = process(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB), f"{f.stem}_{i:06d}", f)
+                    except HumanVisionError as e:
+                        _fail(e)
+                    if writer is None:
+                        size = (vis.shape[1], vis.shape[0])
+                        writer = cv2.VideoWriter(str(out / f"{f.stem}{suffix}.mp4"), cv2.VideoWriter_fourcc(*"mp4v"),
+                                                 fps, size)
+                    writer.write(cv2.cvtColor(_fit_frame(vis, size), cv2.COLOR_RGB2BGR))
+                    predictions[f"{f.name}#{i}"] = res
+                    i, frames = i + 1, frames + 1
+                cap.release()
+                if writer is not None:
+                    writer.release()
+                continue
+            try:
+                vis, res = process(read_image(f), f.name, None)
+            except HumanVisionError as e:
+                _fail(e)
+            write_image(out / f"{f.stem}{suffix}.png", vis)
+            predictions[f.name] = res
+            frames += 1
+    return predictions, frames
+
+
 @app.command()
 def infer(inputs: list[Path] = typer.Argument(..., help="Images, folders of images, or videos."),
           config: Path = typer.Option(..., "--config", "-c", help="The recipe the weights were trained with."),
@@ -193,21 +285,26 @@ def infer(inputs: list[Path] = typer.Argument(..., help="Images, folders of imag
           ) -> None:
     """Predict poses: writes a skeleton overlay per image (an .mp4 per video), predictions.json (per file) and
     results.json (a COCO keypoint result list: image ids from --coco-ann, else numeric file names such as
-    000000000139.jpg, else the input order, written to image_ids.json)."""
-    import cv2
+    000000000139.jpg, else the input order, written to image_ids.json).
+
+    A monocular 3D recipe (configs/zhou3d_*.yaml) writes per image the 2D overlay (MPII-16) next to a 3D plot per
+    person ({stem}_pose3d.png, an .mp4 per video) and predictions.json with, per person, the 3D joints (mm,
+    pelvis at 0, h36m17_vp order, total bone length eval.total_bone_length) and the MPII-16 keypoints in image
+    pixels. Without --boxes the whole image is one centred person (the seed's demo)."""
     import numpy as np
     import torch
 
-    from humanvision.data.io import read_image, write_image
     from humanvision.data.transforms import keypoints_to_image
     from humanvision.engine.precision import autocast, choose_for_inference, describe_rates
     from humanvision.errors import DataError, HumanVisionError
-    from humanvision.methods import pct
+    from humanvision.methods import monocular3d, pct
     from humanvision.methods.topdown import build_method, build_transform, to_coco_results
     from humanvision.viz import draw_boxes, draw_skeleton
 
+    if monocular3d.is_monocular3d_recipe(config):
+        _infer_monocular3d(inputs, config, weights, boxes, out, threshold, coco_ann, set_)
+        return
     try:  # inference needs no data paths of the recipe, and --weights replaces model.weights
-        _require_2d(config, "infer")
         recipe = _load_recipe(config, set_, unchecked=("data.", "model.weights", "model.backbone_weights"))
         if pct.is_pct_recipe(recipe):  # PCT stage II has the same predict / transform surface
             pct.require_classifier(recipe, "infer")
@@ -233,7 +330,7 @@ def infer(inputs: list[Path] = typer.Argument(..., help="Images, folders of imag
                                else len(image_ids))
         return image_ids[name]
 
-    def run(image: np.ndarray, name: str) -> tuple[np.ndarray, list[dict]]:
+    def run(image: np.ndarray, name: str, video: Path | None) -> tuple[np.ndarray, list[dict]]:
         nonlocal choice
         h, w = image.shape[:2]
         bxs = box_map.get(Path(name).stem, [((0.0, 0.0, float(w), float(h)), 1.0)])
@@ -264,45 +361,74 @@ def infer(inputs: list[Path] = typer.Argument(..., help="Images, folders of imag
             vis = draw_skeleton(vis, k[..., :2], method.skeleton, scores=k[..., 2], threshold=threshold)
         return vis, results
 
-    predictions: dict[str, list] = {}  # file (or video#frame) -> its COCO result records
-    t0, frames = time.perf_counter(), 0
-    with torch.no_grad():
-        for f in files:
-            if f.suffix.lower() in VIDEO_EXTS:
-                cap = cv2.VideoCapture(str(f))
-                if not cap.isOpened():
-                    _fail(DataError("cannot open video", file=str(f)))
-                fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
-                writer, i = None, 0
-                while True:
-                    ok, frame = cap.read()
-                    if not ok:
-                        break
-                    vis, res = run(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB), f"{f.stem}_{i:06d}")
-                    if writer is None:
-                        writer = cv2.VideoWriter(str(out / f"{f.stem}_pose.mp4"), cv2.VideoWriter_fourcc(*"mp4v"),
-                                                 fps, (vis.shape[1], vis.shape[0]))
-                    writer.write(cv2.cvtColor(vis, cv2.COLOR_RGB2BGR))
-                    predictions[f"{f.name}#{i}"] = res
-                    i, frames = i + 1, frames + 1
-                cap.release()
-                if writer is not None:
-                    writer.release()
-                continue
-            try:
-                image = read_image(f)
-            except HumanVisionError as e:
-                _fail(e)
-            vis, res = run(image, f.name)
-            write_image(out / f"{f.stem}_pose.png", vis)
-            predictions[f.name] = res
-            frames += 1
+    t0 = time.perf_counter()
+    predictions, frames = _process_inputs(files, out, run)  # file (or video#frame) -> its COCO result records
     (out / "predictions.json").write_text(json.dumps(predictions))
     (out / "results.json").write_text(json.dumps([r for rs in predictions.values() for r in rs]))
     if not known_ids and not numeric:
         (out / "image_ids.json").write_text(json.dumps(image_ids, indent=1))
     dt = time.perf_counter() - t0
     typer.echo(f"{frames} image(s)/frame(s) in {dt:.1f} s -> {out} (overlays, predictions.json, results.json)")
+
+
+def _infer_monocular3d(inputs: list[Path], config: Path, weights: Path, boxes: Path | None, out: Path,
+                       threshold: float, coco_ann: Path | None, set_: list[str]) -> None:
+    """``humanvision infer`` for a monocular 3D recipe (pose3d.md §5.8, :func:`monocular3d.predict_image`)."""
+    import numpy as np
+
+    from humanvision.errors import ConfigError, HumanVisionError
+    from humanvision.methods import monocular3d
+    from humanvision.viz import draw_boxes, draw_skeleton
+
+    try:  # no data paths and no previous-stage weights: --weights are the trained ones
+        if coco_ann is not None:
+            raise ConfigError("--coco-ann: COCO keypoint results are for 2D recipes; a monocular 3D recipe "
+                              "writes 3D joints (predictions.json)")
+        try:
+            from humanvision.viz.plot3d import render_skeleton_3d
+        except ImportError:
+            raise ConfigError("the 3D plots need matplotlib: pip install 'humanvision[viz]'") from None
+        recipe = _load_recipe(config, set_, unchecked=("data.", "init_weights"))
+        method = monocular3d.build_method(recipe, weights, trained=True).eval()
+        box_map = _load_boxes(boxes)
+        files = _expand_inputs(inputs)
+    except HumanVisionError as e:
+        _fail(e)
+    out.mkdir(parents=True, exist_ok=True)
+    # a video's frames share one layout: as many 3D panels as the most boxes any of its frames has
+    panels = {f: max((len(v) for k, v in box_map.items()
+                      if k.startswith(f"{f.stem}_") and k[len(f.stem) + 1:].isdigit()), default=1)
+              for f in files if f.suffix.lower() in VIDEO_EXTS}
+
+    def run(image: np.ndarray, name: str, video: Path | None) -> tuple[np.ndarray, list[dict]]:
+        given = box_map.get(Path(name).stem)
+        pred = monocular3d.predict_image(method, image, [b for b, _ in given] if given else None,
+                                         box_padding=recipe.data.box_padding, flip_test=recipe.eval.flip_test,
+                                         total_length=recipe.eval.total_bone_length, record=name)
+        box_scores = [s for _, s in given] if given else [1.0]
+        vis = draw_boxes(image, pred["boxes"])
+        vis = draw_skeleton(vis, pred["keypoints_2d"], "mpii16", scores=pred["scores"], threshold=threshold)
+        h = vis.shape[0]
+        side = max(256, min(h, 720))
+        tiles = [render_skeleton_3d(j, "h36m17_vp", (side, side), up="-y", title=f"person {i} (mm)")
+                 for i, j in enumerate(pred["joints_3d"])]
+        tiles += [np.full((side, side, 3), 255, np.uint8)] * ((panels[video] if video else 1) - len(tiles))
+        height = max(h, side)
+        vis = np.concatenate([np.pad(t, ((0, height - t.shape[0]), (0, 0), (0, 0)), constant_values=255)
+                              for t in [vis, *tiles]], axis=1)
+        records = [{"bbox": [round(float(v), 2) for v in pred["boxes"][i]], "box_score": box_scores[i],
+                    "skeleton_2d": "mpii16", "keypoints_2d": np.round(pred["keypoints_2d"][i], 2).tolist(),
+                    "scores": np.round(pred["scores"][i], 4).tolist(), "skeleton_3d": "h36m17_vp",
+                    "joints_3d": np.round(pred["joints_3d"][i], 2).tolist()}
+                   for i in range(len(pred["boxes"]))]
+        return vis, records
+
+    t0 = time.perf_counter()
+    predictions, frames = _process_inputs(files, out, run, suffix="_pose3d")
+    (out / "predictions.json").write_text(json.dumps(predictions))
+    dt = time.perf_counter() - t0
+    typer.echo(f"{frames} image(s)/frame(s) in {dt:.1f} s -> {out} (2D overlays with 3D plots, predictions.json: "
+               "joints_3d in mm, pelvis at 0, h36m17_vp order; keypoints_2d in image pixels, mpii16 order)")
 
 
 def _coco_image_ids(path: Path | None) -> dict[str, int]:

@@ -37,6 +37,7 @@ __all__ = [
     "load_weights",
     "resolve_checkpoint",
     "save_checkpoint",
+    "weights_file",
 ]
 
 MODEL_FILE = "model.safetensors"
@@ -119,6 +120,25 @@ def resolve_checkpoint(path: str | Path) -> Path:
     if not path.exists() and (old / MODEL_FILE).is_file():
         return old
     raise FileNotFoundError(f"{path}: not a checkpoint directory (no {MODEL_FILE})")
+
+
+def weights_file(path: str | Path, key: str = "weights") -> Path:
+    """The weights file a user means by ``path``: a run folder (its ``best/``, else ``last/``), a checkpoint folder
+    (or its ``.old`` twin after an interrupted save), or a file. A ConfigError names ``key`` (the recipe key or
+    option the path came from) when there is none."""
+    from humanvision.errors import ConfigError
+
+    path = Path(path)
+    if path.is_dir():
+        for cand in (path / "best", path / "last", path):
+            try:
+                return resolve_checkpoint(cand) / MODEL_FILE
+            except FileNotFoundError:
+                continue
+        raise ConfigError(f"{key}: no {MODEL_FILE} under {path} (looked in best/, last/ and the folder)")
+    if not path.is_file():
+        raise ConfigError(f"{key}: file not found: {path}")
+    return path
 
 
 def load_weights(path: str | Path, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:

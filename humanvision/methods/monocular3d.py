@@ -30,6 +30,8 @@ pose in crop widths (:func:`decode_pose_crop`); MPII-16 -> Human3.6M-17 (ECCV'18
 to a total bone length of 4000 mm (:func:`metric_skeleton`). Metrics (:func:`pose3d_metrics`): the seed's
 protocol (root-relative, 4000 mm bone length, no rotation; not a metric-scale MPJPE), Protocol #1 with the scale
 taken from the ground truth's total bone length (the network gives no metric scale), and Protocol #2 (Procrustes).
+``humanvision eval`` runs them on the recipe's Human3.6M validation subjects (:func:`evaluate_weights`);
+``humanvision infer`` runs the demo (§5.8) on images and videos (:func:`predict_image`).
 
 Differences from the seed, on purpose: images are RGB with ImageNet statistics (the seed feeds BGR); MPII joints
 with ``joints_vis = 0`` are invisible (the seed counts ``(0, 0)`` as visible, §9); the depth root is the pelvis for
@@ -80,6 +82,7 @@ __all__ = [
     "decode_pose_crop",
     "depth_loss",
     "evaluate_monocular3d",
+    "evaluate_weights",
     "fusion_trainer",
     "geometry_loss",
     "heatmap_loss",
@@ -88,8 +91,11 @@ __all__ = [
     "metric_skeleton",
     "mpii16_to_h36m17",
     "pose3d_metrics",
+    "predict_image",
     "read_depth",
     "run_training",
+    "sample_actions",
+    "validation_dataset",
 ]
 
 NETWORK_SKELETON = "mpii16"
@@ -385,6 +391,9 @@ def pose3d_metrics(pred: np.ndarray, gt: np.ndarray, total_length: float = 4000.
     * ``mpjpe_p1``: Protocol #1, root-relative MPJPE without alignment, the prediction scaled to the ground truth's
       own total bone length (the network has no metric scale).
     * ``mpjpe_p2``: Protocol #2, P-MPJPE after a similarity (Procrustes) alignment.
+
+    With ``actions`` (one per sample) also ``per_action_hg`` / ``_p1`` / ``_p2`` and ``per_action_count``
+    (trials merged, frame-weighted within each action).
     """
     from humanvision.metrics.pose3d import HG_H36M17_EDGES, evaluate_mpjpe, hg_mpjpe
 
@@ -401,8 +410,10 @@ def pose3d_metrics(pred: np.ndarray, gt: np.ndarray, total_length: float = 4000.
                         joint_names=names)
     p2 = evaluate_mpjpe(p, g, align="procrustes", actions=actions, joint_names=names)
     out: dict[str, Any] = {"mpjpe_hg": hg.mpjpe, "mpjpe_p1": p1.mpjpe, "mpjpe_p2": p2.mpjpe, "count": hg.count}
-    if actions is not None:
-        out["per_action_hg"] = {k: v["mpjpe"] for k, v in hg.per_action.items()}
+    if actions is not None:  # trials merged ("Walking-1", "Walking-2" -> "Walking"), frame-weighted per action
+        for key, res in (("hg", hg), ("p1", p1), ("p2", p2)):
+            out[f"per_action_{key}"] = {k: v["mpjpe"] for k, v in res.per_action.items()}
+        out["per_action_count"] = {k: v["count"] for k, v in hg.per_action.items()}
     return out
 
 
@@ -472,41 +483,41 @@ class Monocular3DPose(nn.Module):
 _DEPTH_ONLY = ("depth_head.", "merge_features.", "merge_heatmaps.")  # parameters only the depth output uses
 
 
-def load_init_weights(method: Monocular3DPose, path: str | Path) -> None:
+def load_init_weights(method: Monocular3DPose, path: str | Path, *, key: str = "init_weights",
+                      require_depth: bool = False) -> None:
     """Start from a previous stage: a run folder (``best/``, else ``last/``), a checkpoint folder or a
     ``.safetensors`` file, of this method (keys ``model.*``) or of a bare model. The depth-only parameters may be
-    missing (a 2D model, e.g. a SimpleBaseline for the v2 network); anything else that does not match is a
-    ConfigError naming ``init_weights``."""
+    missing (a 2D model, e.g. a SimpleBaseline for the v2 network) unless ``require_depth`` (trained weights for
+    evaluation or inference); anything else that does not match is a ConfigError naming ``key``."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    from humanvision.engine.checkpoint import MODEL_FILE, resolve_checkpoint
+    from humanvision.engine.checkpoint import weights_file
 
-    path = Path(path)
-    if path.is_dir():
-        for cand in (path / "best", path / "last", path):
-            try:
-                path = resolve_checkpoint(cand) / MODEL_FILE
-                break
-            except FileNotFoundError:
-                continue
-        else:
-            raise ConfigError(f"init_weights: no {MODEL_FILE} under {path} (looked in best/, last/ and the folder)")
-    if not path.is_file():
-        raise ConfigError(f"init_weights: file not found: {path}")
-    state = load_file(str(path))
+    path = weights_file(path, key)
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError) as e:
+        raise ConfigError(f"{key} {path}: not a safetensors weights file (a run folder, checkpoint folder or "
+                          f".safetensors file): {e}") from None
     if any(k.startswith("model.") for k in state):
         state = {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
     try:
         missing, unexpected = method.model.load_state_dict(state, strict=False)
     except RuntimeError as e:  # shape mismatch
-        raise ConfigError(f"init_weights {path}: {e}") from None
-    missing = [k for k in missing if not k.startswith(_DEPTH_ONLY)]
+        raise ConfigError(f"{key} {path}: {e}") from None
+    if not require_depth:
+        missing = [k for k in missing if not k.startswith(_DEPTH_ONLY)]
     if missing or unexpected:
-        raise ConfigError(f"init_weights {path}: missing keys {missing[:5]}, unexpected keys {unexpected[:5]}")
+        raise ConfigError(f"{key} {path}: missing keys {missing[:5]}, unexpected keys {unexpected[:5]}")
 
 
-def build_method(recipe: Monocular3DRecipe, weights: str | Path | None = None) -> Monocular3DPose:
-    """The recipe's model and losses, starting from ``weights`` (default ``recipe.init_weights``)."""
+def build_method(recipe: Monocular3DRecipe, weights: str | Path | None = None, *, trained: bool = False
+                 ) -> Monocular3DPose:
+    """The recipe's model and losses, starting from ``weights`` (default ``recipe.init_weights``).
+
+    ``trained``: ``weights`` are the trained weights to evaluate or run (``--weights``): required, with the depth
+    head, and errors name ``weights``."""
     from humanvision.models import create_model
 
     m = recipe.model
@@ -521,6 +532,12 @@ def build_method(recipe: Monocular3DRecipe, weights: str | Path | None = None) -
         raise ConfigError(f"model ({m.name}, args {kwargs}): {e}") from None
     method = Monocular3DPose(model, weight_3d=recipe.loss.weight_3d, weight_var=recipe.loss.weight_var,
                              depth_loss=recipe.loss.depth_loss)
+    if trained:
+        if weights is None:
+            raise ConfigError("weights: evaluation and inference need trained weights (a run folder, checkpoint "
+                              "folder or model.safetensors)")
+        load_init_weights(method, weights, key="weights", require_depth=True)
+        return method
     w = weights if weights is not None else recipe.init_weights
     if w is not None:
         load_init_weights(method, w)
@@ -776,13 +793,21 @@ def fusion_trainer(cfg: TrainConfig, model: nn.Module, data_3d: Dataset, data_2d
 @torch.no_grad()
 def evaluate_monocular3d(method: Monocular3DPose, dataset: Dataset, *, batch_size: int = 32, flip_test: bool = True,
                          total_length: float = 4000.0, device: str | torch.device = "cpu", num_workers: int = 0,
-                         out_dir: str | Path | None = None) -> dict[str, Any]:
+                         out_dir: str | Path | None = None, actions: Sequence[str] | None = None,
+                         progress: bool = False) -> dict[str, Any]:
     """§5.7 on a 3D dataset (:class:`Monocular3DDataset`, ``train=False``): predict, convert to the metric skeleton
-    and compute :func:`pose3d_metrics`; ``metrics.json`` in ``out_dir`` when given."""
+    and compute :func:`pose3d_metrics` (per action with ``actions``, one per sample, e.g. :func:`sample_actions`);
+    ``metrics.json`` in ``out_dir`` when given."""
     device = torch.device(device)
     method.eval().to(device)
     preds, gts = [], []
-    for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers):
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    batches: Any = loader
+    if progress:
+        from rich.progress import track
+
+        batches = track(loader, description="predicting", total=len(loader))
+    for batch in batches:
         out = method.predict(batch["image"].to(device), flip_test=flip_test)
         preds.append(metric_skeleton(out["pose_crop"], total_length))
         gts.append(batch["gt_3d"].double().numpy())
@@ -791,12 +816,106 @@ def evaluate_monocular3d(method: Monocular3DPose, dataset: Dataset, *, batch_siz
     gt = np.concatenate(gts)
     if not np.isfinite(gt).all():
         raise DataError("evaluation needs Human3.6M samples with 3D ground truth (gt_3d has NaN)", field="gt_3d")
-    metrics = pose3d_metrics(np.concatenate(preds), gt, total_length)
+    metrics = pose3d_metrics(np.concatenate(preds), gt, total_length, actions=actions)
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
+
+
+def sample_actions(dataset: Dataset) -> list[str] | None:
+    """The action of each sample of a :class:`Monocular3DDataset` over :class:`SingleViews` of a reader that names
+    them (``action_names`` / ``action_idx``, e.g. :class:`~humanvision.data.readers.Human36MMultiView`), read from
+    its table without loading images; None for other datasets."""
+    views = getattr(dataset, "reader", None)
+    reader = getattr(views, "reader", None)
+    if not isinstance(views, SingleViews) or not hasattr(reader, "action_names") or not hasattr(reader, "action_idx"):
+        return None
+    names, idx = list(reader.action_names), np.asarray(reader.action_idx)
+    return [names[int(idx[f])] for f in views.frame]
+
+
+def evaluate_weights(recipe: Monocular3DRecipe, weights: str | Path, *, out_dir: str | Path | None = None,
+                     device: str | torch.device | None = None, progress: bool = False) -> dict[str, Any]:
+    """``humanvision eval`` for a monocular 3D recipe: trained ``weights`` (run folder, checkpoint folder or
+    ``model.safetensors``) on the recipe's Human3.6M validation subjects (``data.h36m_val_subjects``, every
+    ``data.h36m_val_every``-th frame, every camera), §5.7 metrics per action (:func:`pose3d_metrics`) plus the
+    evaluation settings; ``metrics.json`` in ``out_dir`` when given. ``device``: default CUDA when available."""
+    d = recipe.data
+    for key in ("h36m_labels", "h36m_root"):
+        if getattr(d, key) is None:
+            raise ConfigError(f"data.{key}: evaluation reads the Human3.6M validation subjects "
+                              f"{list(d.h36m_val_subjects)}; set it (e.g. --set data.{key}=PATH)")
+    method = build_method(recipe, weights, trained=True)  # before reading the labels: bad weights fail at once
+    val = validation_dataset(recipe, method.model.input_size[0], method.model.heatmap_size[0])
+    if val is None or len(val) == 0:
+        raise DataError(f"no Human3.6M samples of subjects {list(d.h36m_val_subjects)}", file=str(d.h36m_labels),
+                        field="subjects")
+    device = device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu")
+    metrics = evaluate_monocular3d(method, val, batch_size=recipe.eval.batch_size, flip_test=recipe.eval.flip_test,
+                                   total_length=recipe.eval.total_bone_length, device=device,
+                                   num_workers=recipe.train.num_workers, actions=sample_actions(val),
+                                   progress=progress)
+    metrics.update({"subjects": list(d.h36m_val_subjects), "every_n": d.h36m_val_every,
+                    "total_bone_length": recipe.eval.total_bone_length, "flip_test": recipe.eval.flip_test,
+                    "weights": str(weights)})
+    if out_dir is not None:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    return metrics
+
+
+# ------------------------------------------------------------------------------------------------ inference
+@torch.no_grad()
+def predict_image(method: Monocular3DPose, image: np.ndarray, boxes: Any = None, *, box_padding: float = 1.25,
+                  flip_test: bool = True, total_length: float = 4000.0, record: str = "image") -> dict[str, np.ndarray]:
+    """§5.8 on one RGB ``(H, W, 3)`` uint8 image, one person per box.
+
+    ``boxes``: ``(P, 4)`` xywh; each crop is centred on its box with side ``box_padding`` x the longer box side
+    (as the Human3.6M crops). None: the whole image, as the seed's demo (centre ``(W/2, H/2)``, side
+    ``max(H, W)``: the person must be centred). Non-UDP affine crop to the model input, RGB ImageNet statistics,
+    :meth:`Monocular3DPose.predict` (flip test) on the model's device.
+
+    Returns numpy arrays: ``boxes (P, 4)`` (the crops' boxes), ``keypoints_2d (P, 16, 2)`` MPII-16 in image pixels
+    (the integer heatmap argmax that also gives the 3D x, y, mapped back through the crop), ``scores (P, 16)``
+    (heatmap maxima), ``pose_crop (P, 16, 3)`` (the demo's output: MPII-16, pelvis-relative, crop widths, no
+    metric scale) and ``joints_3d (P, 17, 3)`` (:func:`metric_skeleton`: ``h36m17_vp`` order, mm, pelvis at 0,
+    ``total_length`` of bones).
+    """
+    from humanvision.data.transforms import normalize_image
+    from humanvision.geometry.affine import affine_points, get_affine_matrix, invert_affine, warp_crop
+
+    img = np.asarray(image)
+    if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8 or 0 in img.shape:
+        raise DataError(f"expected an (H, W, 3) uint8 RGB image, got {img.shape} {img.dtype}", record=record,
+                        field="image")
+    h, w = img.shape[:2]
+    if boxes is None:
+        box = np.array([[0.0, 0.0, w, h]])
+        centers, sides = np.array([[w / 2, h / 2]]), np.array([float(max(h, w))])
+    else:
+        box = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+        bad = ~(np.isfinite(box).all(1) & (box[:, 2] > 0) & (box[:, 3] > 0))
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise DataError(f"box #{i} {box[i].tolist()} has no area (xywh)", record=record, field="bbox")
+        centers, sides = box[:, :2] + box[:, 2:] / 2, box_padding * box[:, 2:].max(1)
+    if len(box) == 0:
+        empty = {"keypoints_2d": (16, 2), "scores": (16,), "pose_crop": (16, 3), "joints_3d": (17, 3)}
+        return {"boxes": box, **{k: np.zeros((0, *s)) for k, s in empty.items()}}
+    size = int(method.model.input_size[0])
+    mats = get_affine_matrix(centers, np.repeat(sides[:, None], 2, 1), np.zeros(len(box)), (size, size))
+    crops = torch.stack([normalize_image(warp_crop(img, m, (size, size))) for m in mats])
+    out = method.predict(crops.to(next(method.parameters()).device), flip_test=flip_test)
+    hm = out["heatmaps"].float().cpu()
+    hw = hm.shape[-1]
+    scores, idx = hm.flatten(-2).max(-1)
+    loc = torch.stack([idx % hw, torch.div(idx, hw, rounding_mode="floor")], -1).double().numpy()
+    keypoints = affine_points(loc * (size / hw), invert_affine(mats))  # heatmap px -> crop px -> image px
+    return {"boxes": box, "keypoints_2d": keypoints, "scores": scores.double().numpy(),
+            "pose_crop": out["pose_crop"].cpu().numpy(), "joints_3d": metric_skeleton(out["pose_crop"], total_length)}
 
 
 # ------------------------------------------------------------------------------------------------ training
@@ -820,16 +939,25 @@ def build_datasets(recipe: Monocular3DRecipe, input_size: int, heatmap_size: int
     data_2d = Monocular3DDataset(MpiiJson(d.mpii_train, d.mpii_images), has_3d=False, train=True, **aug)
     if recipe.stage != "2d":
         _require(d, "h36m_labels", "h36m_root")
-    data_3d = val = None
-    if d.h36m_labels is not None and d.h36m_root is not None:
-        if recipe.stage != "2d":
-            train_reader = Human36MMultiView(d.h36m_labels, d.h36m_root, subjects=d.h36m_train_subjects,
-                                             every_n=d.h36m_train_every)
-            data_3d = Monocular3DDataset(SingleViews(train_reader), has_3d=True, train=True, **aug)
-        val_reader = Human36MMultiView(d.h36m_labels, d.h36m_root, subjects=d.h36m_val_subjects,
-                                       every_n=d.h36m_val_every)
-        val = Monocular3DDataset(SingleViews(val_reader), has_3d=True, train=False, **aug)
-    return data_2d, data_3d, val
+    data_3d = None
+    if d.h36m_labels is not None and d.h36m_root is not None and recipe.stage != "2d":
+        train_reader = Human36MMultiView(d.h36m_labels, d.h36m_root, subjects=d.h36m_train_subjects,
+                                         every_n=d.h36m_train_every)
+        data_3d = Monocular3DDataset(SingleViews(train_reader), has_3d=True, train=True, **aug)
+    return data_2d, data_3d, validation_dataset(recipe, input_size, heatmap_size)
+
+
+def validation_dataset(recipe: Monocular3DRecipe, input_size: int, heatmap_size: int) -> Dataset | None:
+    """The Human3.6M validation set (``data.h36m_val_subjects``, every ``h36m_val_every``-th frame, one sample per
+    frame and camera, no augmentation); None without the H36M paths."""
+    from humanvision.data.readers.h36m import Human36MMultiView
+
+    d = recipe.data
+    if d.h36m_labels is None or d.h36m_root is None:
+        return None
+    reader = Human36MMultiView(d.h36m_labels, d.h36m_root, subjects=d.h36m_val_subjects, every_n=d.h36m_val_every)
+    return Monocular3DDataset(SingleViews(reader), has_3d=True, train=False, input_size=input_size,
+                              heatmap_size=heatmap_size, sigma=d.sigma, box_padding=d.box_padding)
 
 
 def run_training(recipe: Monocular3DRecipe, resume: bool = False) -> dict[str, Any]:
@@ -847,11 +975,13 @@ def run_training(recipe: Monocular3DRecipe, resume: bool = False) -> dict[str, A
     out.mkdir(parents=True, exist_ok=True)
     save_config(recipe, out / "config.yaml")
     main_rank = int(os.environ.get("RANK", "0")) == 0
+    actions = sample_actions(val) if val is not None else None
 
     def eval_fn(model: Monocular3DPose, epoch: int) -> dict[str, float]:
         m = evaluate_monocular3d(model, val, batch_size=recipe.eval.batch_size, flip_test=recipe.eval.flip_test,
                                  total_length=recipe.eval.total_bone_length,
-                                 device=next(model.parameters()).device, out_dir=out / "eval" if main_rank else None)
+                                 device=next(model.parameters()).device, out_dir=out / "eval" if main_rank else None,
+                                 actions=actions)
         return {k: v for k, v in m.items() if isinstance(v, float)}
 
     fn = eval_fn if val is not None else None

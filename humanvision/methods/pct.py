@@ -453,27 +453,11 @@ def require_classifier(recipe: PCTRecipe, command: str) -> None:
 
 
 # ----------------------------------------------------------------------------------------------- checkpoints
-def _weights_file(path: str | Path) -> Path:
-    """A run folder (its ``best/``, else ``last/``), a checkpoint folder, or a file."""
-    from humanvision.engine.checkpoint import MODEL_FILE, resolve_checkpoint
-
-    path = Path(path)
-    if path.is_dir():
-        for cand in (path / "best", path / "last", path):
-            try:
-                return resolve_checkpoint(cand) / MODEL_FILE
-            except FileNotFoundError:
-                continue
-        raise ConfigError(f"weights: no {MODEL_FILE} under {path} (looked in best/, last/ and the folder)")
-    if not path.is_file():
-        raise ConfigError(f"weights: file not found: {path}")
-    return path
-
-
 def _read_state(path: str | Path) -> tuple[dict[str, torch.Tensor], str]:
+    from humanvision.engine.checkpoint import weights_file
     from humanvision.models.weights import read_checkpoint
 
-    file = _weights_file(path)
+    file = weights_file(path)
     return read_checkpoint(file), str(file)
 
 

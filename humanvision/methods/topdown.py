@@ -221,20 +221,9 @@ def load_method_weights(method: TopDownPose, path: str | Path) -> None:
     after an interrupted save)."""
     from safetensors.torch import load_file
 
-    from humanvision.engine.checkpoint import MODEL_FILE, resolve_checkpoint
+    from humanvision.engine.checkpoint import weights_file
 
-    path = Path(path)
-    if path.is_dir():
-        for cand in (path / "best", path / "last", path):
-            try:
-                path = resolve_checkpoint(cand) / MODEL_FILE
-                break
-            except FileNotFoundError:
-                continue
-        else:
-            raise ConfigError(f"weights: no {MODEL_FILE} under {path} (looked in best/, last/ and the folder)")
-    if not path.is_file():
-        raise ConfigError(f"weights: file not found: {path}")
+    path = weights_file(path)
     if path.suffix == ".safetensors":
         state = load_file(str(path))
         if any(k.startswith("model.") for k in state):  # a checkpoint of this method

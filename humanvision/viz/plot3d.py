@@ -14,7 +14,7 @@ import numpy as np
 
 from humanvision.errors import DataError
 
-__all__ = ["plot_skeleton_3d"]
+__all__ = ["plot_skeleton_3d", "render_skeleton_3d"]
 
 _UP = {"z": (0, 1, 2), "y": (0, 2, 1), "-y": (0, 2, 1)}
 
@@ -106,3 +106,25 @@ def plot_skeleton_3d(joints3d: Any, skeleton: Any = "h36m17", path: str | Path |
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=dpi)
     return out
+
+
+def render_skeleton_3d(joints3d: Any, skeleton: Any = "h36m17", size: tuple[int, int] = (400, 400), *,
+                       dpi: int = 100, **kwargs: Any) -> np.ndarray:
+    """:func:`plot_skeleton_3d` rendered (Agg, no file, no display) to an ``(h, w, 3)`` uint8 RGB image of
+    ``size = (w, h)`` pixels, to place next to a 2D overlay or into a video frame. ``kwargs``: those of
+    :func:`plot_skeleton_3d` (``up``, ``colors``, ``title``, ...)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    w, h = (int(v) for v in size)
+    if w < 1 or h < 1:
+        raise DataError(f"size must be positive (w, h), got {size}", field="size")
+    fig = plot_skeleton_3d(joints3d, skeleton, figsize=(w / dpi, h / dpi), dpi=dpi, **kwargs)
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    rgb = np.asarray(canvas.buffer_rgba())[..., :3]
+    if rgb.shape[:2] != (h, w):  # figure sizes are floats: pad or trim the last pixel
+        out = np.full((h, w, 3), 255, np.uint8)
+        hh, ww = min(h, rgb.shape[0]), min(w, rgb.shape[1])
+        out[:hh, :ww] = rgb[:hh, :ww]
+        return out
+    return np.ascontiguousarray(rgb)

@@ -39,7 +39,7 @@ import yaml
 
 from humanvision.errors import ConfigError
 
-__all__ = ["config_to_dict", "load_config", "must_exist", "parse_overrides", "save_config"]
+__all__ = ["config_to_dict", "load_config", "must_exist", "parse_overrides", "recipe_mapping", "save_config"]
 
 T = TypeVar("T")
 
@@ -183,6 +183,18 @@ def _build(schema: type[T], data: dict, prefix: str = "", unchecked: tuple[str, 
     except (TypeError, ValueError) as e:
         raise ConfigError(f"{prefix.rstrip('.') or schema.__name__}: {e}") from None
     return obj
+
+
+def recipe_mapping(source: Any) -> dict:
+    """The top-level mapping of a recipe given as a dict or a YAML file, to tell the methods' recipes apart by their
+    keys (``pct``, ``stage``, ``triangulation``); ``{}`` for anything else, including a file that cannot be read
+    (:func:`load_config` then reports the problem)."""
+    if isinstance(source, (str, Path)):
+        try:
+            source = yaml.safe_load(Path(source).read_text())
+        except (OSError, yaml.YAMLError):
+            return {}
+    return source if isinstance(source, dict) else {}
 
 
 def load_config(source: str | Path | dict, schema: type[T], overrides: list[str] | tuple[str, ...] = (),

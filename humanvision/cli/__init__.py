@@ -7,6 +7,7 @@ from humanvision.cli import (
     env,  # noqa: F401  (registers commands)
     evaluate_coco,  # noqa: F401
     evaluate_pose,  # noqa: F401
+    export,  # noqa: F401
     pose,  # noqa: F401
     synth,  # noqa: F401
     triangulate,  # noqa: F401

@@ -25,13 +25,15 @@ def _fail(e: Exception) -> None:
 def _load_recipe(config: Path, overrides: list[str], unchecked: tuple[str, ...] = ()):
     """The recipe; paths under ``unchecked`` keys are not required to exist (a command that does not use them)."""
     from humanvision.config import load_config
-    from humanvision.methods import monocular3d, pct
+    from humanvision.methods import algebraic, monocular3d, pct
     from humanvision.methods.topdown import TopDownRecipe
 
     if pct.is_pct_recipe(config):  # a recipe with a `pct` section (methods/pct.py)
         return pct.load_recipe(config, overrides, unchecked=unchecked)
     if monocular3d.is_monocular3d_recipe(config):  # a top-level `stage` (methods/monocular3d.py)
         return monocular3d.load_recipe(config, overrides, unchecked=unchecked)
+    if algebraic.is_algebraic_recipe(config):  # `triangulation: algebraic` (methods/algebraic.py)
+        return algebraic.load_recipe(config, overrides, unchecked=unchecked)
     return load_config(config, TopDownRecipe, overrides, unchecked=unchecked)
 
 
@@ -71,7 +73,7 @@ def run_training(recipe, resume: bool = False, quiet: bool = False) -> dict:
     """Train the recipe (generating synthetic data first when the recipe asks for it); returns the fit summary."""
     from humanvision.config import save_config
     from humanvision.engine import Trainer, seed_everything
-    from humanvision.methods import monocular3d, pct
+    from humanvision.methods import algebraic, monocular3d, pct
     from humanvision.methods.topdown import (
         TopDownDataset,
         build_method,
@@ -85,6 +87,8 @@ def run_training(recipe, resume: bool = False, quiet: bool = False) -> dict:
         return pct.run_training(recipe, resume=resume, quiet=quiet)
     if monocular3d.is_monocular3d_recipe(recipe):
         return monocular3d.run_training(recipe, resume=resume)
+    if algebraic.is_algebraic_recipe(recipe):
+        return algebraic.run_training(recipe, resume=resume, quiet=quiet)
     seed_everything(recipe.train.seed)  # the initial weights are a function of the recipe, like the data order
     method = build_method(recipe)  # before any data work: a bad model name or argument fails at once
     prepare_synthetic(recipe.data, quiet=quiet)
@@ -135,9 +139,19 @@ def evaluate(config: Path = typer.Argument(..., help="YAML recipe (see configs/)
     monocular 3D recipe, MPJPE on its Human3.6M validation subjects (pose3d.md §5.7: the seed's 4000 mm
     bone-length protocol, Protocol #1 and #2, per action)."""
     from humanvision.errors import ConfigError, HumanVisionError
-    from humanvision.methods import monocular3d, pct
+    from humanvision.methods import algebraic, monocular3d, pct
     from humanvision.methods.topdown import build_method, evaluate_topdown, prepare_synthetic
 
+    if algebraic.is_algebraic_recipe(config):  # multi-view 3D: MPJPE of the method and of its two baselines
+        try:
+            if dets is not None:
+                raise ConfigError("--dets: multi-view evaluation crops every view by its ground-truth box")
+            recipe = _load_recipe(config, set_, unchecked=("model.weights",))
+            metrics = algebraic.evaluate_weights(recipe, weights, out_dir=out)
+        except HumanVisionError as e:
+            _fail(e)
+        _print_metrics(f"{recipe.name}: {weights} (mm)", {k: v for k, v in metrics.items() if isinstance(v, float)})
+        return
     if monocular3d.is_monocular3d_recipe(config):
         try:  # the MPII set and the previous stage's weights are not used; --weights replaces init_weights
             if dets is not None:
@@ -296,14 +310,18 @@ def infer(inputs: list[Path] = typer.Argument(..., help="Images, folders of imag
 
     from humanvision.data.transforms import keypoints_to_image
     from humanvision.engine.precision import autocast, choose_for_inference, describe_rates
-    from humanvision.errors import DataError, HumanVisionError
-    from humanvision.methods import monocular3d, pct
+    from humanvision.errors import ConfigError, DataError, HumanVisionError
+    from humanvision.methods import algebraic, monocular3d, pct
     from humanvision.methods.topdown import build_method, build_transform, to_coco_results
     from humanvision.viz import draw_boxes, draw_skeleton
 
     if monocular3d.is_monocular3d_recipe(config):
         _infer_monocular3d(inputs, config, weights, boxes, out, threshold, coco_ann, set_)
         return
+    if algebraic.is_algebraic_recipe(config):
+        _fail(ConfigError("--config: a multi-view (algebraic triangulation) recipe needs synchronised calibrated "
+                          "views, not single images; `humanvision eval` runs it on its validation subjects, and "
+                          "`humanvision triangulate` turns per-camera 2D detections into 3D"))
     try:  # inference needs no data paths of the recipe, and --weights replaces model.weights
         recipe = _load_recipe(config, set_, unchecked=("data.", "model.weights", "model.backbone_weights"))
         if pct.is_pct_recipe(recipe):  # PCT stage II has the same predict / transform surface

@@ -45,6 +45,8 @@ __all__ = [
     "projection_matrix",
     "to_homogeneous",
     "unproject_points",
+    "update_after_crop",
+    "update_after_resize",
     "world_to_camera",
 ]
 
@@ -141,6 +143,48 @@ def unproject_points(uv: Array, depth: Array, K: Array, R: Array | None = None, 
             raise DataError("R and t must be given together", field="R" if R is None else "t")
         X = camera_to_world(X, R, t)
     return X
+
+
+def _check_camera_matrix(M: Array) -> None:
+    if M.ndim < 2 or M.shape[-2] != 3 or M.shape[-1] not in (3, 4):
+        raise DataError(f"expected K (..., 3, 3) or P (..., 3, 4), got {tuple(M.shape)}", field="M")
+
+
+def update_after_crop(M: Array, box: Array) -> Array:
+    """Intrinsics ``K`` (..., 3, 3) or a projection matrix ``P`` (..., 3, 4) of an image -> those of its crop
+    ``box`` (..., 4) = ``(left, top, right, bottom)`` pixels (LT's ``update_after_crop``, pose3d.md 1.5 step 3).
+
+    ``M' = [[1, 0, -left], [0, 1, -top], [0, 0, 1]] @ M``: for K, ``c_x -= left`` and ``c_y -= top``; a pixel
+    ``(u, v)`` of the image is ``(u - left, v - top)`` of the crop (no half-pixel term). Batched over leading
+    axes (numpy or torch, differentiable); ``right``/``bottom`` are not used (a crop does not scale).
+    """
+    M, box = to_common(M, box, names=["M", "box"])
+    _check_camera_matrix(M)
+    check_last_dims(box, (4,), "box", "(..., 4) = (left, top, right, bottom)")
+    m = xp(M)
+    r0 = M[..., 0, :] - box[..., 0:1] * M[..., 2, :]
+    r1 = M[..., 1, :] - box[..., 1:2] * M[..., 2, :]
+    return m.stack([r0, r1, m.broadcast_to(M[..., 2, :], r0.shape)], -2)
+
+
+def update_after_resize(M: Array, old_size: Array, new_size: Array) -> Array:
+    """``K`` (..., 3, 3) or ``P`` (..., 3, 4) of an image of ``old_size`` (..., 2) = ``(width, height)`` -> those
+    of the image resized to ``new_size`` (..., 2) (LT's ``update_after_resize``, pose3d.md 1.5 step 4).
+
+    ``M' = diag(W'/W, H'/H, 1) @ M``: for K, ``f_x, c_x *= W'/W`` and ``f_y, c_y *= H'/H`` (LT's convention, no
+    pixel-centre term; see :meth:`Camera.scale` for the cv2 one). Batched (numpy or torch, differentiable).
+    """
+    M, old_size, new_size = to_common(M, old_size, new_size, names=["M", "old_size", "new_size"])
+    _check_camera_matrix(M)
+    check_last_dims(old_size, (2,), "old_size", "(..., 2) = (width, height)")
+    check_last_dims(new_size, (2,), "new_size", "(..., 2) = (width, height)")
+    if (old_size <= 0).any():
+        raise DataError("sizes must be positive", field="old_size")
+    m = xp(M)
+    s = new_size / old_size  # (..., 2)
+    r0 = M[..., 0, :] * s[..., 0:1]
+    r1 = M[..., 1, :] * s[..., 1:2]
+    return m.stack([r0, r1, m.broadcast_to(M[..., 2, :], r0.shape)], -2)
 
 
 def _matrix(value: Any, shape: tuple[int, ...], field: str, file: str | None, record: str | None) -> np.ndarray:

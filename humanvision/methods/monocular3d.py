@@ -247,16 +247,9 @@ class Monocular3DRecipe:
 def is_monocular3d_recipe(source: Any) -> bool:
     """True for a :class:`Monocular3DRecipe`, or a mapping / YAML file with a top-level ``stage`` key (the top-down
     and PCT recipes have none)."""
-    if isinstance(source, Monocular3DRecipe):
-        return True
-    if isinstance(source, (str, Path)):
-        import yaml
+    from humanvision.config import recipe_mapping
 
-        try:
-            source = yaml.safe_load(Path(source).read_text())
-        except (OSError, yaml.YAMLError):
-            return False  # load_config reports the problem
-    return isinstance(source, dict) and "stage" in source
+    return isinstance(source, Monocular3DRecipe) or "stage" in recipe_mapping(source)
 
 
 def load_recipe(path: str | Path, overrides: Sequence[str] = (), unchecked: tuple[str, ...] = ()

@@ -34,7 +34,6 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-import yaml
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -168,14 +167,9 @@ class PCTRecipe:
 
 def is_pct_recipe(source: Any) -> bool:
     """True for a :class:`PCTRecipe`, a mapping or a YAML file with a top-level ``pct`` section."""
-    if isinstance(source, PCTRecipe):
-        return True
-    if isinstance(source, (str, Path)):
-        try:
-            source = yaml.safe_load(Path(source).read_text())
-        except (OSError, yaml.YAMLError):
-            return False  # load_config reports the problem
-    return isinstance(source, dict) and "pct" in source
+    from humanvision.config import recipe_mapping
+
+    return isinstance(source, PCTRecipe) or "pct" in recipe_mapping(source)
 
 
 def load_recipe(source: str | Path | dict, overrides: list[str] | tuple[str, ...] = (),

@@ -1,0 +1,90 @@
+"""``humanvision export``: a top-down heatmap recipe + weights -> ONNX with its deployment contract."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from humanvision.cli.app import app
+from humanvision.cli.pose import SET_HELP, _fail
+
+PCT_STAGE2_NOTE = (
+    "PCT stage II (token classifier) recipes are not exported yet: the TorchScript exporter traces the Swin "
+    "backbone, the token head and the tokenizer decoder, but onnxruntime's output of the head on real backbone "
+    "features differs from PyTorch's (up to 0.2 px on the keypoints and 1.9 on the logits of the tiny model) although "
+    "each part matches alone, so the parity check would reject it. The stage-0 heatmap recipes "
+    "(pct_*_hmp.yaml) export like any heatmap model."
+)
+
+
+@app.command("export")
+def export(config: Path = typer.Argument(..., help="YAML recipe the weights were trained with (see configs/)."),
+           weights: Path = typer.Option(..., "--weights", "-w", help="Weights file or run directory."),
+           out: Path = typer.Option(..., "--out", "-o", help="The .onnx file to write."),
+           opset: int = typer.Option(17, "--opset", help="ONNX opset (>= 13)."),
+           flip: bool | None = typer.Option(None, "--flip/--no-flip",
+                                            help="Flip test by default at run time (default: the recipe's "
+                                                 "eval.flip_test); the runtime can still switch it."),
+           flip_in_graph: bool = typer.Option(False, "--flip-in-graph",
+                                              help="Put the flip test inside the graph (one call per batch, "
+                                                   "for engines that run the graph alone; cannot be switched off)."),
+           check: bool = typer.Option(True, "--check/--no-check",
+                                      help="Compare onnxruntime with PyTorch right after the export."),
+           tolerance: float = typer.Option(1e-4, "--tolerance", help="Largest |heatmap difference| accepted (fp32)."),
+           set_: list[str] = typer.Option([], "--set", help=SET_HELP),
+           ) -> None:
+    """Export a top-down heatmap model (ViTPose, HRNet, SimpleBaseline, lateral, PCT stage-0) to ONNX: dynamic
+    batch axis, the crop / normalisation / codec / skeleton contract in the ONNX metadata (read by
+    humanvision.runtime.PoseEstimator, which needs no torch), and a parity check against PyTorch."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from humanvision.cli.pose import _load_recipe
+    from humanvision.errors import ConfigError, HumanVisionError
+    from humanvision.export import export_onnx
+    from humanvision.methods import pct
+    from humanvision.methods.topdown import TopDownRecipe, build_method, build_transform
+
+    try:
+        recipe = _load_recipe(config, set_, unchecked=("data.", "model.weights", "model.backbone_weights"))
+        if pct.is_pct_recipe(recipe):
+            raise ConfigError(f"{config}: {PCT_STAGE2_NOTE}")
+        if not isinstance(recipe, TopDownRecipe):
+            raise ConfigError(f"{config}: `humanvision export` takes top-down heatmap recipes (a `model` section "
+                              f"with a registered heatmap model), not a {type(recipe).__name__}")
+        method = build_method(recipe, weights=weights).eval()
+        transform = build_transform(method, recipe.data, train=False)
+        report = export_onnx(method, transform, out, flip_test=recipe.eval.flip_test if flip is None else flip,
+                             flip_in_graph=flip_in_graph, opset=opset, check=check, tolerance=tolerance,
+                             recipe=recipe.name, weights=weights)
+    except HumanVisionError as e:
+        _fail(e)
+    m = report.metadata
+    table = Table(title=f"{recipe.name} -> {report.path}")
+    table.add_column("")
+    table.add_column("value")
+    c = m["codec"]
+    rows = {
+        "model": f"{m['model']} ({m['skeleton']['name']}, {len(m['skeleton']['joints'])} joints)",
+        "input": f"{m['input']['size'][0]}x{m['input']['size'][1]} (w x h) RGB, mean {m['input']['mean']}, "
+                 f"std {m['input']['std']}; dynamic batch",
+        "crop": f"padding {m['crop']['padding']}, {'UDP' if m['crop']['udp'] else 'non-UDP'} affine",
+        "codec": f"{c['name']} {c['heatmap_size'][0]}x{c['heatmap_size'][1]}, sigma {c['sigma']}, "
+                 f"refine {c['refine']}",
+        "flip test": ("in the graph" if m["flip_test"]["in_graph"] else
+                      f"by the runtime, default {'on' if m['flip_test']['default'] else 'off'}"),
+        "opset": str(m["export"]["opset"]),
+        "size": f"{report.path.stat().st_size / 2**20:.1f} MiB",
+    }
+    if report.parity:
+        p = report.parity
+        rows["parity (fp32, onnxruntime CPU)"] = ", ".join(
+            f"{k} max |diff| {v:.2e} (batch {p['batch_sizes'][k]})" for k, v in p["max_abs_diff"].items()
+        ) + f" <= {p['tolerance']:g}"
+    else:
+        rows["parity"] = "not checked (--no-check)"
+    rows["time"] = f"{report.seconds:.1f} s"
+    for k, v in rows.items():
+        table.add_row(k, v)
+    Console().print(table)

@@ -1,0 +1,272 @@
+"""Top-down pose estimation from an exported ONNX file: numpy, OpenCV and onnxruntime only (no torch, no timm).
+
+``humanvision export`` writes the whole preprocessing and decoding contract into the ONNX file's ``metadata_props``
+(key ``humanvision``, JSON; :data:`METADATA_VERSION`). :class:`PoseEstimator` reads it and runs
+
+    boxes (xywh; default the whole image) -> (center, scale): aspect-fixed to the input, times the padding ->
+    affine crop (UDP or not, bilinear, zero border) -> /255, mean/std, NCHW float32 -> ONNX heatmaps
+    (+ flip test: the mirrored crops in the same batch, flipped back and averaged) -> heatmap decoding
+    (:mod:`humanvision.runtime.codec`) -> the inverse crop affine -> keypoints in image pixels + scores,
+
+the same steps and numbers as the PyTorch path (``TopDownTransform`` + ``TopDownPose.predict`` +
+``keypoints_to_image``; pose2d.md §1.2-§1.3, §2.6).
+
+>>> from humanvision.runtime import PoseEstimator
+>>> pose = PoseEstimator("vitpose_small.onnx")             # doctest: +SKIP
+>>> keypoints, scores = pose(image_rgb, boxes=[[x, y, w, h]])  # (N, K, 2) image px, (N, K)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from humanvision.errors import DataError
+from humanvision.runtime.codec import REFINEMENTS, decode_heatmaps, flip_back
+
+__all__ = ["FORMAT", "METADATA_KEY", "METADATA_VERSION", "MetadataError", "PoseEstimator", "affine_matrix",
+           "boxes_to_center_scale", "check_metadata", "read_metadata"]
+
+METADATA_KEY = "humanvision"
+FORMAT = "humanvision.topdown_heatmap"
+METADATA_VERSION = 1  # the contract this runtime understands; bump on any incompatible change
+
+
+class MetadataError(DataError):
+    """An ONNX file without humanvision's metadata, or with metadata this version cannot read."""
+
+
+# ------------------------------------------------------------------------------------------------- metadata
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """The checked pre/post-processing contract of an exported model (``metadata_props['humanvision']``)."""
+    import onnxruntime as ort
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError("ONNX file not found", file=str(path))
+    try:
+        meta = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).get_modelmeta()
+    except Exception as e:  # noqa: BLE001  (onnxruntime's error types derive from Exception only)
+        raise DataError(f"not a readable ONNX model: {e}", file=str(path)) from None
+    return _parse_metadata(meta.custom_metadata_map, path)
+
+
+def _parse_metadata(props: dict[str, str], path: str | Path) -> dict[str, Any]:
+    text = props.get(METADATA_KEY)
+    if text is None:
+        raise MetadataError(f"no humanvision metadata (metadata_props key {METADATA_KEY!r}; keys present: "
+                            f"{sorted(props) or 'none'}); export the model with `humanvision export`",
+                            file=str(path), field="metadata")
+    try:
+        meta = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise MetadataError(f"invalid JSON: {e}", file=str(path), field="metadata") from None
+    return check_metadata(meta, path)
+
+
+def check_metadata(meta: Any, path: str | Path = "<metadata>") -> dict[str, Any]:
+    """Validate a metadata dict (format, version, the keys and values the runtime uses); returns it."""
+    def err(msg: str, key: str) -> MetadataError:
+        return MetadataError(msg, file=str(path), field=f"metadata.{key}")
+
+    if not isinstance(meta, dict):
+        raise err(f"expected a JSON object, got {type(meta).__name__}", "")
+    if meta.get("format") != FORMAT:
+        raise err(f"unknown format {meta.get('format')!r} (expected {FORMAT!r})", "format")
+    version = meta.get("metadata_version")
+    if version != METADATA_VERSION:
+        raise err(f"metadata version {version!r} is not supported by this humanvision (it reads version "
+                  f"{METADATA_VERSION}); export again with this version or install the one that wrote it "
+                  f"({meta.get('humanvision_version', '?')})", "metadata_version")
+    try:
+        inp, crop, codec, sk = meta["input"], meta["crop"], meta["codec"], meta["skeleton"]
+        size = [int(v) for v in inp["size"]]
+        hm = [int(v) for v in codec["heatmap_size"]]
+        checks = {
+            "input.size": len(size) == 2 and min(size) > 1,
+            "input.mean": len(inp["mean"]) == 3, "input.std": len(inp["std"]) == 3 and min(inp["std"]) > 0,
+            "input.color": inp["color"] in ("RGB", "BGR"),
+            "crop.padding": float(crop["padding"]) > 0, "crop.udp": isinstance(crop["udp"], bool),
+            "codec.heatmap_size": len(hm) == 2 and min(hm) > 1, "codec.stride": len(codec["stride"]) == 2,
+            "codec.refine": codec["refine"] in REFINEMENTS,
+            "codec.udp": codec["udp"] == crop["udp"],
+            "skeleton.flip_index": sorted(sk["flip_index"]) == list(range(len(sk["joints"]))),
+            "flip_test.in_graph": isinstance(meta["flip_test"]["in_graph"], bool),
+        }
+    except (KeyError, TypeError, ValueError) as e:
+        raise err(f"missing or malformed entry ({type(e).__name__}: {e})", "") from None
+    for key, ok in checks.items():
+        if not ok:
+            raise err("invalid value", key)
+    return meta
+
+
+# ------------------------------------------------------------------------------------------------- geometry
+def boxes_to_center_scale(boxes: np.ndarray, aspect_ratio: float, padding: float) -> tuple[np.ndarray, np.ndarray]:
+    """``(N, 4)`` xywh -> centres ``(N, 2)`` and scales ``(N, 2)`` in pixels: the box grown to ``w / h ==
+    aspect_ratio`` (it only grows), times ``padding`` (humanvision.geometry.bbox_xywh_to_cs)."""
+    b = np.asarray(boxes, dtype=np.float64)
+    center = b[:, :2] + 0.5 * b[:, 2:]
+    w, h = b[:, 2], b[:, 3]
+    wide = w > aspect_ratio * h
+    wh = np.stack([np.where(wide, w, aspect_ratio * h), np.where(wide, w / aspect_ratio, h)], -1)
+    return center, wh * padding
+
+
+def affine_matrix(center: np.ndarray, scale: np.ndarray, input_size: Sequence[int], udp: bool,
+                  inv: bool = False) -> np.ndarray:
+    """``(N, 2, 3)`` image -> crop matrices without rotation (``inv``: crop -> image), UDP or not
+    (humanvision.geometry.get_affine_matrix with ``rot = 0``)."""
+    out_w, out_h = float(input_size[0]), float(input_size[1])
+    c, s = np.asarray(center, np.float64), np.asarray(scale, np.float64)
+    a = np.zeros(c.shape[:-1] + (2, 2))
+    if udp:
+        a[..., 0, 0], a[..., 1, 1] = (out_w - 1) / s[..., 0], (out_h - 1) / s[..., 1]
+        out_c = np.array([(out_w - 1) / 2, (out_h - 1) / 2])
+    else:
+        a[..., 0, 0] = a[..., 1, 1] = out_w / s[..., 0]
+        out_c = np.array([out_w / 2, out_h / 2])
+    t = out_c - np.einsum("...ij,...j->...i", a, c)
+    if inv:  # p = A^-1 (q - t)
+        a = np.linalg.inv(a)
+        t = -np.einsum("...ij,...j->...i", a, t)
+    return np.concatenate([a, t[..., None]], -1)
+
+
+# -------------------------------------------------------------------------------------------------- runtime
+class PoseEstimator:
+    """A top-down heatmap pose model exported by ``humanvision export``, on onnxruntime.
+
+    Args:
+        model: the ``.onnx`` file.
+        flip_test: average with the horizontally flipped crops (``None``: the exported default, the recipe's
+            ``eval.flip_test``). A model exported with the flip test inside the graph always applies it.
+        providers: onnxruntime execution providers (default CPU); the ones actually used are in
+            :attr:`providers` (a requested one that onnxruntime could not load gives a warning).
+        batch_size: crops per onnxruntime call (the flip test doubles it).
+        session_options: an ``onnxruntime.SessionOptions`` (threads, optimisation level).
+
+    ``__call__(image, boxes=None) -> (keypoints (N, K, 2) image pixels, scores (N, K))``, float64: ``image`` an
+    ``(H, W, 3)`` uint8 RGB array, ``boxes`` ``(N, 4)`` xywh person boxes (default: the whole image).
+    """
+
+    def __init__(self, model: str | Path, *, flip_test: bool | None = None, providers: Sequence[str] | None = None,
+                 batch_size: int = 32, session_options: Any = None) -> None:
+        import onnxruntime as ort
+
+        self.path = Path(model)
+        if not self.path.is_file():
+            raise DataError("ONNX file not found", file=str(self.path))
+        wanted = list(providers) if providers else ["CPUExecutionProvider"]
+        try:
+            self.session = ort.InferenceSession(str(self.path), sess_options=session_options, providers=wanted)
+        except Exception as e:  # noqa: BLE001  (as in read_metadata)
+            raise DataError(f"onnxruntime cannot load the model: {e}", file=str(self.path)) from None
+        self.providers = self.session.get_providers()
+        missing = [p for p in wanted if p not in self.providers]
+        if missing:
+            warnings.warn(f"{self.path}: onnxruntime runs on {self.providers}, not on {missing} (not available in "
+                          "this onnxruntime build or its libraries are missing)", stacklevel=2)
+        self.metadata = _parse_metadata(self.session.get_modelmeta().custom_metadata_map, self.path)
+        m = self.metadata
+        self.input_name, self.output_name = m["input"]["name"], m["output"]["name"]
+        names = [i.name for i in self.session.get_inputs()]
+        if self.input_name not in names:
+            raise MetadataError(f"input {self.input_name!r} is not an input of the graph ({names})",
+                                file=str(self.path), field="metadata.input.name")
+        self.input_size = tuple(int(v) for v in m["input"]["size"])
+        self.joint_names = list(m["skeleton"]["joints"])
+        self.flip_index = list(m["skeleton"]["flip_index"])
+        self.udp = bool(m["crop"]["udp"])
+        self.padding = float(m["crop"]["padding"])
+        self.flip_in_graph = bool(m["flip_test"]["in_graph"])
+        default = bool(m["flip_test"]["default"])
+        if self.flip_in_graph and flip_test is False:
+            raise ValueError(f"{self.path}: the flip test is part of this graph (exported with --flip-in-graph); "
+                             "export without it to switch it off at run time")
+        self.flip_test = self.flip_in_graph or (default if flip_test is None else bool(flip_test))
+        self.batch_size = max(1, int(batch_size))
+        std = np.asarray(m["input"]["std"], dtype=np.float32)
+        self._scale = 1.0 / (np.float32(m["input"].get("pixel_scale", 255.0)) * std)
+        self._offset = -np.asarray(m["input"]["mean"], dtype=np.float32) / std
+
+    def __repr__(self) -> str:
+        return (f"PoseEstimator({str(self.path)!r}, model={self.metadata.get('model')!r}, input_size="
+                f"{self.input_size}, skeleton={self.metadata['skeleton']['name']!r}, flip_test={self.flip_test}, "
+                f"providers={self.providers})")
+
+    @property
+    def num_joints(self) -> int:
+        return len(self.joint_names)
+
+    # ---------------------------------------------------------------------------------------------- steps
+    def _check(self, image: Any, boxes: Any) -> np.ndarray:
+        if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            desc = f"{type(image).__name__} {getattr(image, 'shape', '')} {getattr(image, 'dtype', '')}"
+            raise DataError(f"expected an (H, W, 3) uint8 {self.metadata['input']['color']} array, got {desc}",
+                            field="image")
+        h, w = image.shape[:2]
+        if boxes is None:
+            return np.array([[0.0, 0.0, float(w), float(h)]])
+        b = np.asarray(boxes, dtype=np.float64)
+        if b.ndim == 1 and b.shape == (4,):
+            b = b[None]
+        if b.ndim != 2 or b.shape[1] != 4:
+            raise DataError(f"expected (N, 4) xywh boxes, got shape {np.shape(boxes)}", field="boxes")
+        bad = ~(np.isfinite(b).all(1) & (b[:, 2] > 0) & (b[:, 3] > 0))
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise DataError(f"expected finite (x, y, w, h) with w, h > 0, got {b[i].tolist()}", record=f"box {i}",
+                            field="boxes")
+        return b
+
+    def preprocess(self, image: np.ndarray, boxes: Any = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Crops ``(N, 3, H, W)`` float32 (normalised), centres and scales ``(N, 2)`` (pixels)."""
+        b = self._check(image, boxes)
+        w, h = self.input_size
+        center, scale = boxes_to_center_scale(b, w / h, self.padding)
+        mats = affine_matrix(center, scale, self.input_size, self.udp)
+        crops = np.empty((len(b), 3, h, w), dtype=np.float32)
+        for i, m in enumerate(mats):
+            crop = cv2.warpAffine(image, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                                  borderValue=0)
+            crops[i] = (crop.astype(np.float32) * self._scale + self._offset).transpose(2, 0, 1)
+        return crops, center, scale
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        return self.session.run([self.output_name], {self.input_name: np.ascontiguousarray(x)})[0]
+
+    def heatmaps(self, crops: np.ndarray) -> np.ndarray:
+        """Normalised crops -> ``(N, K, h, w)`` float32 heatmaps (flip-averaged with the flip test)."""
+        outs = []
+        for i in range(0, len(crops), self.batch_size):
+            x = crops[i:i + self.batch_size]
+            if not self.flip_test or self.flip_in_graph:
+                outs.append(self._run(x).astype(np.float32))
+                continue
+            both = self._run(np.concatenate([x, x[..., ::-1]])).astype(np.float32)
+            n = len(x)
+            flipped = flip_back(both[n:], self.flip_index, shift=not self.udp)
+            outs.append(np.float32(0.5) * (both[:n] + flipped))
+        return np.concatenate(outs)
+
+    def decode(self, heatmaps: np.ndarray, center: np.ndarray, scale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Heatmaps -> keypoints in image pixels (the inverse crop affine) and scores, float64."""
+        c = self.metadata["codec"]
+        kp, scores = decode_heatmaps(heatmaps, c["stride"], c["refine"], int(c.get("blur_kernel_size", 11)),
+                                     c.get("blur_border", "reflect"))
+        inv = affine_matrix(center, scale, self.input_size, self.udp, inv=True)
+        kp = kp.astype(np.float64)
+        return kp @ np.swapaxes(inv[..., :2], -1, -2) + inv[:, None, :, 2], scores.astype(np.float64)
+
+    def __call__(self, image: np.ndarray, boxes: Any = None) -> tuple[np.ndarray, np.ndarray]:
+        crops, center, scale = self.preprocess(image, boxes)
+        if len(crops) == 0:
+            return np.zeros((0, self.num_joints, 2)), np.zeros((0, self.num_joints))
+        return self.decode(self.heatmaps(crops), center, scale)

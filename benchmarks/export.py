@@ -1,0 +1,134 @@
+"""Forward throughput of an exported model on onnxruntime vs the same model in PyTorch eager, fp32, on the CPU.
+
+For the demo model (``lateral_small`` at 192x144, the synthetic recipe's) and ViTPose-S (classic decoder, 256x192),
+each exported by :func:`humanvision.export.export_onnx` (which also checks parity, reported in the table), the
+model forward (normalised crops -> heatmaps, no flip test, no decoding) is timed at batch 1 and 32 in PyTorch eager
+(``torch.no_grad``, fp32, contiguous memory) and in onnxruntime (CPU provider, default graph optimisations), in
+interleaved rounds of one call each, after one warm-up call each. Both run with the same number of intra-op
+threads (``--threads``, default 1). Times are the medians of this process's CPU seconds per call
+(``time.process_time``, robust to other load on a shared machine; with several threads it sums them) and of the
+wall-clock seconds; the ratio is PyTorch time / onnxruntime time in the same run (> 1: onnxruntime is faster).
+Weights are random (speed does not depend on them).
+
+    OMP_NUM_THREADS=1 python benchmarks/export.py --rounds 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+MODELS = (("lateral_small", (144, 192)), ("vitpose_small", (192, 256)))
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def timed(fn) -> tuple[float, float]:
+    c0, w0 = time.process_time(), time.perf_counter()
+    fn()
+    return time.process_time() - c0, time.perf_counter() - w0
+
+
+def bench_model(name: str, size: tuple[int, int], batches: list[int], rounds: int, threads: int,
+                tmp: Path) -> list[dict]:
+    import onnxruntime as ort
+
+    from humanvision.export import export_onnx
+    from humanvision.methods.topdown import DataConfig, TopDownPose, build_codec, build_transform
+    from humanvision.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model(name, input_size=size).eval()
+    data = DataConfig()
+    method = TopDownPose(model, build_codec(model, data), "coco17").eval()
+    report = export_onnx(method, build_transform(method, data, train=False), tmp / f"{name}.onnx")
+    so = ort.SessionOptions()
+    so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
+    session = ort.InferenceSession(str(report.path), so, providers=["CPUExecutionProvider"])
+    w, h = size
+    rows = []
+    for batch in batches:
+        x = torch.randn(batch, 3, h, w, generator=torch.Generator().manual_seed(batch))
+        xn = x.numpy()
+
+        def run_torch(x=x) -> None:
+            with torch.no_grad():
+                model(x)
+
+        def run_ort(xn=xn) -> None:
+            session.run(None, {"input": xn})
+
+        run_torch(), run_ort()  # warm-up
+        times: dict[str, list[tuple[float, float]]] = {"torch": [], "ort": []}
+        for _ in range(rounds):
+            times["torch"].append(timed(run_torch))
+            times["ort"].append(timed(run_ort))
+        med = {k: np.median(np.array(v), axis=0) for k, v in times.items()}  # (cpu, wall)
+        row = {"model": name, "input": f"{h}x{w}", "batch": batch, "rounds": rounds,
+               "torch_cpu_s": float(med["torch"][0]), "ort_cpu_s": float(med["ort"][0]),
+               "torch_wall_s": float(med["torch"][1]), "ort_wall_s": float(med["ort"][1]),
+               "parity_max_abs_diff": max(report.parity["max_abs_diff"].values()),
+               "export_seconds": report.seconds}
+        row["torch_crops_per_cpu_s"] = batch / row["torch_cpu_s"]
+        row["ort_crops_per_cpu_s"] = batch / row["ort_cpu_s"]
+        row["ratio_cpu"] = row["torch_cpu_s"] / row["ort_cpu_s"]
+        row["ratio_wall"] = row["torch_wall_s"] / row["ort_wall_s"]
+        rows.append(row)
+        print(f"  {name} batch {batch}: torch {row['torch_crops_per_cpu_s']:.1f} crops/CPU-s, onnxruntime "
+              f"{row['ort_crops_per_cpu_s']:.1f} ({row['ratio_cpu']:.2f}x)", file=sys.stderr, flush=True)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> dict:
+    import onnxruntime as ort
+    from rich.console import Console
+    from rich.table import Table
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--batches", type=int, nargs="+", default=[1, 32])
+    p.add_argument("--rounds", type=int, default=3, help="timed calls per setting (interleaved)")
+    p.add_argument("--threads", type=int, default=1, help="intra-op threads of both runtimes")
+    p.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "export.json")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, size in MODELS:
+            rows += bench_model(name, size, args.batches, args.rounds, args.threads, Path(tmp))
+    table = Table(title=f"forward, fp32, {args.threads} thread(s), {cpu_name()}: PyTorch eager vs onnxruntime "
+                        "(median of interleaved rounds)")
+    for col in ("model", "input", "batch", "PyTorch crops/CPU-s", "onnxruntime crops/CPU-s", "ratio (CPU time)",
+                "ratio (wall)", "parity max |diff|"):
+        table.add_column(col, justify="left" if col == "model" else "right")
+    for r in rows:
+        table.add_row(r["model"], r["input"], str(r["batch"]), f"{r['torch_crops_per_cpu_s']:.2f}",
+                      f"{r['ort_crops_per_cpu_s']:.2f}", f"{r['ratio_cpu']:.2f}x", f"{r['ratio_wall']:.2f}x",
+                      f"{r['parity_max_abs_diff']:.1e}")
+    Console(width=150).print(table)
+    report = {"benchmark": "export", "cpu": cpu_name(), "threads": args.threads, "torch": torch.__version__,
+              "onnxruntime": ort.__version__, "load_average": list(os.getloadavg()), "rows": rows}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2))
+    print(f"wrote {args.out}")
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -38,14 +38,13 @@ composed with the crop -> image map.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import lru_cache
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from humanvision.codecs.base import KeypointCodec
+from humanvision.runtime.codec import blur_matrix
 
 __all__ = [
     "MSRAHeatmap",
@@ -110,26 +109,6 @@ def heatmap_maximum(heatmaps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]
     return locs, vals
 
 
-@lru_cache(maxsize=32)
-def _blur_matrix(n: int, kernel_size: int, border: str) -> np.ndarray:
-    """``(n, n)`` matrix ``B`` with ``B @ x`` = 1-D Gaussian blur of ``x`` (OpenCV kernel) with the given border."""
-    k1 = cv2.getGaussianKernel(kernel_size, 0, ktype=cv2.CV_64F).ravel()
-    p = kernel_size // 2
-    rows = np.repeat(np.arange(n), kernel_size)
-    src = (np.arange(n)[:, None] + np.arange(-p, p + 1)[None, :]).ravel()
-    wts = np.tile(k1, n)
-    if border == "reflect":  # BORDER_REFLECT_101: ... 2 1 | 0 1 2 ... n-1 | n-2 ...
-        period = max(2 * n - 2, 1)
-        src = np.mod(src, period)
-        src = np.where(src > n - 1, period - src, src)
-    else:
-        keep = (src >= 0) & (src < n)
-        rows, src, wts = rows[keep], src[keep], wts[keep]
-    out = np.zeros((n, n))
-    np.add.at(out, (rows, src), wts)
-    return out
-
-
 def gaussian_blur(heatmaps: torch.Tensor, kernel_size: int, border: str = "zero",
                   keep_max: bool = True) -> torch.Tensor:
     """Per-channel Gaussian blur of ``(..., H, W)`` maps with OpenCV's kernel for ``sigma=0``
@@ -143,8 +122,8 @@ def gaussian_blur(heatmaps: torch.Tensor, kernel_size: int, border: str = "zero"
     if border not in ("zero", "reflect"):
         raise ValueError(f"blur border must be 'zero' or 'reflect', got {border!r}")
     h, w = heatmaps.shape[-2:]
-    bh = torch.from_numpy(_blur_matrix(h, kernel_size, border)).to(heatmaps)
-    bw = torch.from_numpy(_blur_matrix(w, kernel_size, border)).to(heatmaps)
+    bh = torch.from_numpy(blur_matrix(h, kernel_size, border)).to(heatmaps)
+    bw = torch.from_numpy(blur_matrix(w, kernel_size, border)).to(heatmaps)
     x = bh @ heatmaps @ bw.T
     if keep_max:
         m0, m1 = heatmaps.amax((-2, -1), keepdim=True), x.amax((-2, -1), keepdim=True)

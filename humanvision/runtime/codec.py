@@ -50,8 +50,10 @@ def heatmap_maximum(heatmaps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 @lru_cache(maxsize=32)
-def _blur_matrix(n: int, kernel_size: int, border: str) -> np.ndarray:
-    """``(n, n)`` float64 matrix of a 1-D Gaussian blur (OpenCV kernel for sigma 0) with the given border."""
+def blur_matrix(n: int, kernel_size: int, border: str) -> np.ndarray:
+    """``(n, n)`` float64 matrix ``B`` with ``B @ x`` = 1-D Gaussian blur of ``x`` (OpenCV kernel for sigma 0) with
+    the given border (``reflect``: BORDER_REFLECT_101, ... 2 1 | 0 1 2 ... n-1 | n-2 ...; else zeros). Shared with
+    :mod:`humanvision.codecs.heatmap` (torch), which imports it from here (numpy only)."""
     k1 = cv2.getGaussianKernel(kernel_size, 0, ktype=cv2.CV_64F).ravel()
     p = kernel_size // 2
     rows = np.repeat(np.arange(n), kernel_size)
@@ -74,7 +76,7 @@ def gaussian_blur(heatmaps: np.ndarray, kernel_size: int, border: str = "zero", 
     map to its original maximum where both are positive."""
     h, w = heatmaps.shape[-2:]
     dt = heatmaps.dtype
-    bh, bw = _blur_matrix(h, kernel_size, border).astype(dt), _blur_matrix(w, kernel_size, border).astype(dt)
+    bh, bw = blur_matrix(h, kernel_size, border).astype(dt), blur_matrix(w, kernel_size, border).astype(dt)
     x = bh @ heatmaps @ bw.T
     if keep_max:
         m0, m1 = heatmaps.max((-2, -1), keepdims=True), x.max((-2, -1), keepdims=True)

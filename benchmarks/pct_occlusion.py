@@ -94,7 +94,7 @@ def evaluate(kind: str, recipe: dict, run: Path, val_sets: dict[str, Path]) -> d
         else:
             rec = pct.load_recipe(recipe, over)
             m = pct.evaluate(pct.build_method(rec, weights=run), rec)
-        res[name] = {k: round(float(m[k]), 4) for k in METRICS} | {"people": int(m.get("num_people", 0))}
+        res[name] = {k: round(float(m[k]), 4) for k in METRICS}
     return res
 
 

@@ -60,7 +60,7 @@ from humanvision.config import must_exist
 from humanvision.engine import TrainConfig, Trainer
 from humanvision.engine.distributed import sample_seeds
 from humanvision.errors import ConfigError, DataError
-from humanvision.skeletons import SkeletonError, get_skeleton
+from humanvision.skeletons import SkeletonError, get_joint_map, get_skeleton
 
 __all__ = [
     "GEOMETRY_BONES",
@@ -106,8 +106,9 @@ ROOT = 6  # MPII-16 pelvis
 #: (nose) are overwritten by midpoints in :func:`mpii16_to_h36m17`.
 MPII16_TO_H36M17 = (6, 2, 1, 0, 3, 4, 5, 7, 8, 9, 9, 13, 14, 15, 12, 11, 10)
 #: Human3.6M-17 (ECCV'18 / ``h36m17_vp`` order) -> MPII-16 (the seed's ``h36m_to_mpii``): MPII thorax <- H36M
-#: spine ("torso"), MPII upper neck <- H36M thorax ("neck"), MPII head top <- H36M head; the nose is dropped.
-H36M17_TO_MPII16 = (3, 2, 1, 4, 5, 6, 0, 7, 8, 10, 16, 15, 14, 11, 12, 13)
+#: spine ("torso"), MPII upper neck <- H36M thorax ("neck"), MPII head top <- H36M head; the nose is dropped. The
+#: skeletons' registered joint map (``get_joint_map("h36m17_vp", "mpii16")``), as indices.
+H36M17_TO_MPII16 = get_joint_map("h36m17_vp", NETWORK_SKELETON).indices
 
 # ------------------------------------------------------------------------------- geometric constraint (§5.4)
 #: (a, b) MPII-16 joint pairs of the bones the geometry loss compares, their weights w_e and groups.
@@ -540,22 +541,24 @@ def build_method(recipe: Monocular3DRecipe, weights: str | Path | None = None, *
 # ---------------------------------------------------------------------------------------------------- data
 def to_network_joints(points: np.ndarray, skeleton: str, record: str, visible: np.ndarray | None = None
                       ) -> tuple[np.ndarray, np.ndarray | None]:
-    """``(K_src, D)`` joints of ``skeleton`` -> ``(16, D)`` MPII-16 (and the visibility): Human3.6M orders use the
-    seed's index map (:data:`H36M17_TO_MPII16`), other sets convert by joint name."""
-    from humanvision.skeletons import convert
+    """``(K_src, D)`` joints of ``skeleton`` -> ``(16, D)`` MPII-16 (and the visibility): a set with a registered
+    joint map to MPII-16 (the seed's maps: Human3.6M, LSP, FLIC, 3DHP, Occlusion-Person, 3DPW; see
+    :data:`humanvision.skeletons.JOINT_MAPS`) goes through it, other sets convert by joint name."""
+    from humanvision.skeletons import JOINT_MAPS, convert
 
     name = get_skeleton(skeleton).name
     try:
         if name == NETWORK_SKELETON:
             return points, visible
-        if name in ("h36m17", "h36m17_vp"):
-            if name == "h36m17":  # same joints, learnable-triangulation order -> ECCV'18 / VideoPose3D order
-                if visible is None:
-                    points = convert(points, name, "h36m17_vp")
-                else:
-                    points, visible = convert(points, name, "h36m17_vp", visible)
-            idx = list(H36M17_TO_MPII16)
-            return points[idx], None if visible is None else visible[idx]
+        if name == "h36m17":  # same joints, learnable-triangulation order -> the ECCV'18 order the seed's map reads
+            if visible is None:
+                points = convert(points, name, "h36m17_vp")
+            else:
+                points, visible = convert(points, name, "h36m17_vp", visible)
+            name = "h36m17_vp"
+        if (name, NETWORK_SKELETON) in JOINT_MAPS:
+            joint_map = JOINT_MAPS[(name, NETWORK_SKELETON)]
+            return (joint_map.apply(points), None) if visible is None else joint_map.apply(points, visible)
         if visible is None:
             return convert(points, name, NETWORK_SKELETON), None
         return convert(points, name, NETWORK_SKELETON, visible)

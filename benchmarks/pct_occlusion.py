@@ -105,6 +105,9 @@ def main() -> None:
     ap.add_argument("--classifier", type=float, default=6.0, help="minutes of PCT stage II")
     ap.add_argument("--size", type=int, default=160, help="square crop side")
     ap.add_argument("--pool", type=int, default=10, help="pct.feature_size: the stride-4 map pooled to pool x pool")
+    ap.add_argument("--longer-classifier", type=float, default=0.0,
+                    help="also train stage II for this many minutes on the same stage 0 and tokenizer: an extra row "
+                         "outside the equal budget, to see how far a longer head gets (0: off)")
     ap.add_argument("--codes", type=int, default=1024, help="codebook entries")
     ap.add_argument("--val", type=int, default=600, help="validation images (unseen people)")
     ap.add_argument("--data", type=Path, default=Path("data/synthetic_coco"))
@@ -134,7 +137,8 @@ def main() -> None:
     val = {"val_ann": str(val_ann), "val_images": str(args.val_data / "val")}
     total = args.stage0 + args.tokenizer + args.classifier
     runs = {"stage0": args.runs / "heatmap_stage0", "baseline": args.runs / "heatmap_full",
-            "tokenizer": args.runs / "pct_tokenizer", "classifier": args.runs / "pct_classifier"}
+            "tokenizer": args.runs / "pct_tokenizer", "classifier": args.runs / "pct_classifier",
+            "classifier_longer": args.runs / f"pct_classifier_{args.longer_classifier:g}min"}
 
     def train_run(name: str, recipe: dict, kind: str) -> dict:
         run = runs[name]
@@ -156,6 +160,10 @@ def main() -> None:
         "classifier": ("pct", pct_recipe(runs["classifier"], "classifier", args.classifier, args.size,
                                          args.codes, args.pool, train, val, runs["stage0"], runs["tokenizer"])),
     }
+    if args.longer_classifier > 0:
+        recipes["classifier_longer"] = ("pct", pct_recipe(
+            runs["classifier_longer"], "classifier", args.longer_classifier, args.size, args.codes, args.pool, train,
+            val, runs["stage0"], runs["tokenizer"]))
     result: dict = {"budget_minutes": total, "size": args.size, "val_images": args.val,
                     "val_people": occ["people"], "occluded_people": occ["occluded"],
                     "threads": torch.get_num_threads(), "runs": {}}
@@ -170,6 +178,9 @@ def main() -> None:
             ("heatmap baseline", "baseline", f"{total:g}"),
             ("PCT tokenizer: reconstruction of GT poses (upper bound)", "tokenizer", f"{args.tokenizer:g}"),
             ("PCT (stage 0 + I + II)", "classifier", f"{args.stage0:g}+{args.tokenizer:g}+{args.classifier:g}")]
+    if args.longer_classifier > 0:
+        rows.append(("PCT, longer stage II (outside the equal budget)", "classifier_longer",
+                     f"{args.stage0:g}+{args.tokenizer:g}+{args.longer_classifier:g}"))
     print(f"COCO AP with ground-truth boxes on {args.val} unseen images: {occ['people']} people, "
           f"{occ['occluded']} of them mostly occluded")
     print(f"{'model':<58} {'minutes':>12} {'steps':>6} {'AP':>6} {'AP50':>6} {'AP75':>6} {'AP occl.':>9}")

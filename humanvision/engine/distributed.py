@@ -104,8 +104,11 @@ def barrier() -> None:
 
 
 def cleanup() -> None:
-    """Leave the process group (call once at the end of a torchrun script)."""
+    """Leave the process group (call once at the end of a torchrun script). All ranks meet at a barrier first, so
+    no rank tears its connections down while another still finishes a collective with it (under load gloo then
+    aborted the slower rank at exit: "terminate called without an active exception")."""
     if dist.is_available() and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
 
 

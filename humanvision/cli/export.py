@@ -21,7 +21,8 @@ PCT_STAGE2_NOTE = (
 @app.command("export")
 def export(config: Path = typer.Argument(..., help="YAML recipe the weights were trained with (see configs/)."),
            weights: Path = typer.Option(..., "--weights", "-w", help="Weights file or run directory."),
-           out: Path = typer.Option(..., "--out", "-o", help="The .onnx file to write."),
+           out: Path = typer.Option(..., "--out", "-o", help="The .onnx file to write (pre-training recipes: the "
+                                                             "encoder file, or HCMoCo's folder)."),
            opset: int = typer.Option(17, "--opset", help="ONNX opset (>= 13)."),
            flip: bool | None = typer.Option(None, "--flip/--no-flip",
                                             help="Flip test by default at run time (default: the recipe's "
@@ -36,16 +37,31 @@ def export(config: Path = typer.Argument(..., help="YAML recipe the weights were
            ) -> None:
     """Export a top-down heatmap model (ViTPose, HRNet, SimpleBaseline, lateral, PCT stage-0) to ONNX: dynamic
     batch axis, the crop / normalisation / codec / skeleton contract in the ONNX metadata (read by
-    humanvision.runtime.PoseEstimator, which needs no torch), and a parity check against PyTorch."""
+    humanvision.runtime.PoseEstimator, which needs no torch), and a parity check against PyTorch.
+
+    A pre-training recipe exports its encoders instead, as plain state dicts the downstream recipes' ``init``
+    takes: HAP / MAE -> a timm ViT (``--out encoder.pth`` or ``.safetensors``); HCMoCo -> ``rgb_encoder.pth`` and
+    ``depth_encoder.pth`` (flat HRNet) in the folder ``--out``."""
     from rich.console import Console
     from rich.table import Table
 
     from humanvision.cli.pose import _load_recipe
     from humanvision.errors import ConfigError, HumanVisionError
     from humanvision.export import export_onnx
-    from humanvision.methods import pct
+    from humanvision.methods import hap, hcmoco, pct
     from humanvision.methods.topdown import TopDownRecipe, build_method, build_transform
 
+    if hap.is_hap_recipe(config) or hcmoco.is_hcmoco_recipe(config):  # pre-training: the encoders, as state dicts
+        try:
+            if hap.is_hap_recipe(config):
+                written = {"encoder": hap.export_encoder(weights, out)}
+            else:
+                written = hcmoco.export_encoders(weights, out)
+        except HumanVisionError as e:
+            _fail(e)
+        for name, path in written.items():
+            typer.echo(f"{name}: {path}")
+        return
     try:
         recipe = _load_recipe(config, set_, unchecked=("data.", "model.weights", "model.backbone_weights"))
         if pct.is_pct_recipe(recipe):

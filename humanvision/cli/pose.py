@@ -22,12 +22,32 @@ def _fail(e: Exception) -> None:
     raise typer.Exit(code=1)
 
 
+def _task_module(source):
+    """The method module of a recipe whose module has the four plain entry points (``is_*_recipe``,
+    ``load_recipe``, ``run_training``, ``evaluate_weights``): re-id, attributes, text-to-image re-id, human
+    parsing, A2J (depth 3D pose), SMPL pose and shape; else None."""
+    from humanvision.methods import a2j, attributes, mesh3d, parsing, reid, text_reid
+
+    for module, test in ((reid, reid.is_reid_recipe), (attributes, attributes.is_attribute_recipe),
+                         (text_reid, text_reid.is_t2i_recipe), (parsing, parsing.is_parsing_recipe),
+                         (a2j, a2j.is_a2j_recipe), (mesh3d, mesh3d.is_mesh3d_recipe)):
+        if test(source):
+            return module
+    return None
+
+
 def _load_recipe(config: Path, overrides: list[str], unchecked: tuple[str, ...] = ()):
     """The recipe; paths under ``unchecked`` keys are not required to exist (a command that does not use them)."""
     from humanvision.config import load_config
-    from humanvision.methods import algebraic, monocular3d, pct
+    from humanvision.methods import algebraic, hap, hcmoco, monocular3d, pct
     from humanvision.methods.topdown import TopDownRecipe
 
+    if hap.is_hap_recipe(config):  # a `pretrain` section (methods/hap.py: HAP / MAE pre-training)
+        return hap.load_recipe(config, overrides, unchecked=unchecked)
+    if hcmoco.is_hcmoco_recipe(config):  # an `hcmoco` section (methods/hcmoco.py: HCMoCo pre-training)
+        return hcmoco.load_recipe(config, overrides, unchecked=unchecked)
+    if (task := _task_module(config)) is not None:  # `reid` / `attributes` / `t2i` / `parsing` / `a2j` / `mesh3d`
+        return task.load_recipe(config, overrides, unchecked=unchecked)
     if pct.is_pct_recipe(config):  # a recipe with a `pct` section (methods/pct.py)
         return pct.load_recipe(config, overrides, unchecked=unchecked)
     if monocular3d.is_monocular3d_recipe(config):  # a top-level `stage` (methods/monocular3d.py)
@@ -73,7 +93,7 @@ def run_training(recipe, resume: bool = False, quiet: bool = False) -> dict:
     """Train the recipe (generating synthetic data first when the recipe asks for it); returns the fit summary."""
     from humanvision.config import save_config
     from humanvision.engine import Trainer, seed_everything
-    from humanvision.methods import algebraic, monocular3d, pct
+    from humanvision.methods import algebraic, hap, hcmoco, monocular3d, pct
     from humanvision.methods.topdown import (
         TopDownDataset,
         build_method,
@@ -83,6 +103,12 @@ def run_training(recipe, resume: bool = False, quiet: bool = False) -> dict:
         train_reader,
     )
 
+    if hap.is_hap_recipe(recipe):
+        return hap.run_training(recipe, resume=resume, quiet=quiet)
+    if hcmoco.is_hcmoco_recipe(recipe):
+        return hcmoco.run_training(recipe, resume=resume, quiet=quiet)
+    if (task := _task_module(recipe)) is not None:
+        return task.run_training(recipe, resume=resume, quiet=quiet)
     if pct.is_pct_recipe(recipe):
         return pct.run_training(recipe, resume=resume, quiet=quiet)
     if monocular3d.is_monocular3d_recipe(recipe):
@@ -115,7 +141,8 @@ def train(config: Path = typer.Argument(..., help="YAML recipe (see configs/).")
           set_: list[str] = typer.Option([], "--set", help=SET_HELP),
           resume: bool = typer.Option(False, "--resume", help="Continue from <output_dir>/last exactly."),
           ) -> None:
-    """Train a top-down pose model from a recipe (single process, or under torchrun for DDP)."""
+    """Train a recipe from configs/: pose (2D, 3D), pre-training (HAP / MAE), re-id, attributes, text re-id
+    (single process, or under torchrun for DDP)."""
     from humanvision.errors import HumanVisionError
 
     try:
@@ -139,9 +166,23 @@ def evaluate(config: Path = typer.Argument(..., help="YAML recipe (see configs/)
     monocular 3D recipe, MPJPE on its Human3.6M validation subjects (pose3d.md §5.7: the seed's 4000 mm
     bone-length protocol, Protocol #1 and #2, per action)."""
     from humanvision.errors import ConfigError, HumanVisionError
-    from humanvision.methods import algebraic, monocular3d, pct
+    from humanvision.methods import algebraic, hap, hcmoco, monocular3d, pct
     from humanvision.methods.topdown import build_method, evaluate_topdown, prepare_synthetic
 
+    if hap.is_hap_recipe(config) or hcmoco.is_hcmoco_recipe(config):
+        _fail(ConfigError(f"{config}: a pre-training recipe (HAP / MAE / HCMoCo) has no evaluation of its own; "
+                          "fine-tune its encoder with a downstream recipe (re-id, attributes, parsing, ...; "
+                          "model.init: the exported encoder) and evaluate that"))
+    if (task := _task_module(config)) is not None:  # mAP / CMC, mA, R@k, mIoU, ITOP mAP, MPJPE / PVE
+        try:
+            if dets is not None:
+                raise ConfigError("--dets: person detections are for 2D pose recipes")
+            recipe = _load_recipe(config, set_, unchecked=("model.init",))
+            metrics = task.evaluate_weights(recipe, weights, out_dir=out)
+        except HumanVisionError as e:
+            _fail(e)
+        _print_metrics(f"{recipe.name}: {weights}", {k: v for k, v in metrics.items() if isinstance(v, float)})
+        return
     if algebraic.is_algebraic_recipe(config):  # multi-view 3D: MPJPE of the method and of its two baselines
         try:
             if dets is not None:
@@ -311,10 +352,18 @@ def infer(inputs: list[Path] = typer.Argument(..., help="Images, folders of imag
     from humanvision.data.transforms import keypoints_to_image
     from humanvision.engine.precision import autocast, choose_for_inference, describe_rates
     from humanvision.errors import ConfigError, DataError, HumanVisionError
-    from humanvision.methods import algebraic, monocular3d, pct
+    from humanvision.methods import algebraic, hap, monocular3d, pct
     from humanvision.methods.topdown import build_method, build_transform, to_coco_results
     from humanvision.viz import draw_boxes, draw_skeleton
 
+    if _task_module(config) is not None:
+        _fail(ConfigError("--config: `infer` takes 2D and monocular 3D pose recipes; this recipe's method "
+                          "(re-id, attributes, text re-id, parsing, A2J, SMPL) is evaluated on its dataset's protocol "
+                          "by `humanvision eval`"))
+    if hap.is_hap_recipe(config):
+        _fail(ConfigError("--config: a pre-training recipe (HAP / MAE) predicts no poses; give a 2D pose recipe "
+                          "(its predictions.json becomes pre-training keypoints through "
+                          "humanvision.data.readers.person_crops.keypoints_from_predictions)"))
     if monocular3d.is_monocular3d_recipe(config):
         _infer_monocular3d(inputs, config, weights, boxes, out, threshold, coco_ann, set_)
         return

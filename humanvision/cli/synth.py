@@ -26,12 +26,18 @@ def _pair(text: str, sep: str, what: str) -> tuple[int, int]:
 @app.command()
 def synth(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
+    format_arg: Annotated[str | None, typer.Argument(metavar="[FORMAT]", help="The format, as --format.",
+                                                     show_default=False)] = None,
     fmt: str = typer.Option("coco", "--format", "-f", help="coco | mpii | h36m | itop | multimodal | "
-                            "mocap_coco (DeepMimic poses as COCO keypoints, no images; val: held-out clips)"),
+                            "ntu_hcmoco | h36m_parsing | nturgbd_parsing (HCMoCo) | "
+                            "mocap_coco (DeepMimic poses as COCO keypoints, no images; val: held-out clips) | "
+                            "person crops of persistent identities: market1501 | pa100k | cuhk_pedes | person_crops "
+                            "(--num counts ids for market1501, train and test each, and cuhk_pedes)"),
     num: int = typer.Option(100, "--num", "-n", min=1, help="Number of frames."),
     views: int = typer.Option(1, "--views", "-v", min=1, help="Cameras per frame (h36m default 4)."),
     size: str = typer.Option("", "--size", help="WxH (defaults: coco/mpii 256x256, h36m 1000x1000, "
-                                                "multimodal 320x320; itop is always 320x240)."),
+                                                "multimodal 320x320, ntu_hcmoco/nturgbd_parsing 512x424, "
+                                                "h36m_parsing 256x256; itop is always 320x240)."),
     seed: int = typer.Option(0, "--seed", help="Dataset seed; frame i depends only on (seed, i)."),
     people: str = typer.Option("1", "--people", help="People per frame: P or MIN-MAX."),
     motion: str = typer.Option("random", "--motion", help="random | deepmimic | path to a .bvh file."),
@@ -52,6 +58,10 @@ def synth(
     from humanvision.data.synthetic import FORMATS, SceneConfig, contact_sheet, generate, generate_frame
     from humanvision.data.synthetic.motion import deepmimic_clips, load_deepmimic, read_bvh
 
+    fmt = format_arg or fmt
+    if fmt in _IDENTITY_FORMATS:
+        _identity_format(out, fmt, num, size, seed, motion, workers, sheet)
+        return
     if fmt == "mocap_coco":
         _mocap_coco(out, num, val, views, size or "256x256", seed, split)
         return
@@ -59,7 +69,8 @@ def synth(
         raise typer.BadParameter(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}",
                                 param_hint="--format")
     default_size = {"coco": "256x256", "mpii": "256x256", "h36m": "1000x1000", "itop": "320x240",
-                    "multimodal": "320x320"}[fmt]
+                    "multimodal": "320x320", "ntu_hcmoco": "512x424", "h36m_parsing": "256x256",
+                    "nturgbd_parsing": "512x424"}[fmt]
     w, h = _pair(size or default_size, "x", "--size")
     lo, hi = _pair(people, "-", "--people")
     clips = None
@@ -82,6 +93,9 @@ def synth(
     if fmt == "h36m":
         kwargs.update(size=(w, h), views=views)
         count: int | dict = num
+    elif fmt == "ntu_hcmoco":  # pre-training frames: no splits
+        kwargs["size"] = (w, h)
+        count = num
     else:
         if fmt != "itop":
             kwargs["size"] = (w, h)
@@ -91,7 +105,7 @@ def synth(
         if not val:
             kwargs["split"] = split
     console = Console()
-    total = num + (val if fmt != "h36m" else 0)
+    total = num + (val if fmt not in ("h36m", "ntu_hcmoco") else 0)
     with Progress(TextColumn(f"[bold]synth {fmt}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=console) as bar:
         task = bar.add_task("frames", total=total)
@@ -143,4 +157,54 @@ def _mocap_coco(out: Path, num: int, val: int, views: int, size: str, seed: int,
         table.add_row(f"clips ({s})", ", ".join(names))
     for f in summary["files"]:
         table.add_row("file", f)
+    console.print(table)
+
+
+_IDENTITY_FORMATS = {"market1501": "64x128", "pa100k": "128x256", "cuhk_pedes": "128x256", "person_crops": "128x256"}
+
+
+def _identity_format(out: Path, fmt: str, num: int, size: str, seed: int, motion: str, workers: int,
+                     sheet: bool) -> None:
+    """The person-crop formats (:mod:`humanvision.data.synthetic.identities`); ``num`` counts identities for
+    market1501 (train and test each) and cuhk_pedes, images for pa100k and person_crops."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.table import Table
+
+    from humanvision.data.synthetic import identities
+    from humanvision.data.synthetic.motion import deepmimic_clips, load_deepmimic, read_bvh
+
+    w, h = _pair(size or _IDENTITY_FORMATS[fmt], "x", "--size")
+    clips = None
+    if motion == "deepmimic":
+        try:
+            clips = [load_deepmimic(c) for c in deepmimic_clips()]
+        except ImportError as e:
+            raise typer.BadParameter(str(e), param_hint="--motion") from None
+    elif motion != "random":
+        if not Path(motion).is_file():
+            raise typer.BadParameter(f"{motion!r} is neither 'random', 'deepmimic' nor a BVH file",
+                                     param_hint="--motion")
+        clips = [read_bvh(motion)[0]]
+    fn = {"market1501": identities.generate_market1501, "pa100k": identities.generate_pa100k,
+          "cuhk_pedes": identities.generate_cuhk_pedes, "person_crops": identities.generate_person_crops}[fmt]
+    console = Console()
+    with Progress(TextColumn(f"[bold]synth {fmt}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=console) as bar:
+        task = bar.add_task("crops", total=None)
+        summary = fn(out, num, seed=seed, size=(w, h), motion=clips, workers=workers or os.cpu_count() or 1,
+                     progress=lambda done, total: bar.update(task, completed=done, total=total))
+    table = Table(title=f"humanvision synth: {fmt}", show_header=False)
+    for key in ("frames", "ids", "train_ids", "test_ids", "train_images", "gallery_images", "query_images",
+                "distractors", "junk", "train", "val", "test"):
+        if key in summary:
+            table.add_row(key, str(summary[key]))
+    table.add_row("image size", f"{w}x{h}")
+    table.add_row("seed", str(seed))
+    for f in summary["files"]:
+        table.add_row("file", f)
+    if sheet:
+        path = identities.identity_sheet(out / "contact_sheet.png", seed, num_ids=6, cameras=6, size=(w, h),
+                                         motion=clips)
+        table.add_row("contact sheet", str(path))
     console.print(table)

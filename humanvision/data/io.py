@@ -14,6 +14,7 @@ Conventions used everywhere in :mod:`humanvision.data`:
 from __future__ import annotations
 
 import pickle
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -163,10 +164,11 @@ def _pickle_globals() -> dict[tuple[str, str], Any]:
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
-    def __init__(self, file, source: str, encoding: str) -> None:
+    def __init__(self, file, source: str, encoding: str,
+                 extra_globals: Mapping[tuple[str, str], Any] | None = None) -> None:
         super().__init__(file, encoding=encoding)
         self.source = source
-        self.allowed = _pickle_globals()
+        self.allowed = _pickle_globals() | dict(extra_globals or {})
 
     def find_class(self, module: str, name: str) -> Any:
         obj = self.allowed.get((module, name))
@@ -180,9 +182,10 @@ class _RestrictedUnpickler(pickle.Unpickler):
                         "pickle)", file=self.source)
 
 
-def _unpickle(stream, source: str, encoding: str) -> Any:
+def _unpickle(stream, source: str, encoding: str,
+              extra_globals: Mapping[tuple[str, str], Any] | None = None) -> Any:
     try:
-        return _RestrictedUnpickler(stream, source, encoding).load()
+        return _RestrictedUnpickler(stream, source, encoding, extra_globals).load()
     except DataError:
         raise
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
@@ -190,7 +193,8 @@ def _unpickle(stream, source: str, encoding: str) -> Any:
         raise DataError(f"not a readable pickle ({type(e).__name__}: {e})", file=source) from None
 
 
-def safe_unpickle(path: str | Path, encoding: str = "ASCII") -> Any:
+def safe_unpickle(path: str | Path, encoding: str = "ASCII",
+                  extra_globals: Mapping[tuple[str, str], Any] | None = None) -> Any:
     """Load a pickled data file **without executing code**.
 
     Only numpy arrays (``ndarray``, ``dtype``, scalars; numpy 1.x and 2.x module paths), builtin containers
@@ -198,10 +202,13 @@ def safe_unpickle(path: str | Path, encoding: str = "ASCII") -> Any:
     plain values can be reconstructed. Any other global (a class, ``os.system``, ...) is refused *before* it is
     called, with a :class:`DataError` naming the file and the global; so are persistent ids (``torch.save``
     files). Python 2 pickles (3DPW sequence files) need ``encoding="latin1"``.
+
+    ``extra_globals`` maps further ``(module, name)`` pairs to harmless stand-ins chosen by the caller (e.g.
+    ``("easydict", "EasyDict")`` to a plain ``dict`` subclass); the named module is never imported.
     """
     p = _check_file(path)
     with open(p, "rb") as f:
-        return _unpickle(f, str(p), encoding)
+        return _unpickle(f, str(p), encoding, extra_globals)
 
 
 def safe_load_npy(path: str | Path, encoding: str = "ASCII") -> Any:

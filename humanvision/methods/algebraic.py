@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -586,33 +585,17 @@ def prepare_synthetic(data: DataConfig, quiet: bool = False) -> DataConfig:
     one regenerates it) and point ``labels`` / ``root`` at it. Under torchrun only rank 0 writes."""
     if data.source != "synthetic":
         return data
+    from humanvision.data.synthetic.cache import write_once
     from humanvision.data.synthetic.writers import generate_h36m
 
     root = Path(data.synthetic_dir)
     params = {"frames": data.synthetic_frames, "size": list(data.synthetic_size), "views": data.synthetic_views,
               "subjects": data.synthetic_subjects, "actions": data.synthetic_actions, "seed": data.synthetic_seed}
-    stamp = root / "humanvision_synthetic.json"
-
-    def ready() -> bool:
-        return stamp.is_file() and json.loads(stamp.read_text()) == params
-
-    if int(os.environ.get("RANK", "0")) != 0:
-        deadline = time.monotonic() + 3600
-        while not ready():
-            if time.monotonic() > deadline:
-                raise DataError("timed out waiting for rank 0 to write the synthetic data", file=str(stamp))
-            time.sleep(2)
-    elif not ready():
-        from rich.progress import Progress
-
-        with Progress(disable=quiet) as bar:
-            task = bar.add_task(f"synthesising {data.synthetic_frames} frames x {data.synthetic_views} views -> "
-                                f"{root}", total=data.synthetic_frames)
-            generate_h36m(root, data.synthetic_frames, size=tuple(data.synthetic_size), seed=data.synthetic_seed,
-                          views=data.synthetic_views, subjects=data.synthetic_subjects,
-                          actions=data.synthetic_actions, workers=os.cpu_count() or 1,
-                          progress=lambda done, _: bar.update(task, completed=done))
-        stamp.write_text(json.dumps(params))
+    write_once(root, params, lambda progress: generate_h36m(
+        root, data.synthetic_frames, size=tuple(data.synthetic_size), seed=data.synthetic_seed,
+        views=data.synthetic_views, subjects=data.synthetic_subjects, actions=data.synthetic_actions,
+        workers=os.cpu_count() or 1, progress=progress),
+        quiet=quiet, description=f"synthesising {data.synthetic_frames} frames x {data.synthetic_views} views -> {root}")
     data.labels, data.root = root / "human36m-multiview-labels-GTbboxes.npy", root / "processed"
     return data
 

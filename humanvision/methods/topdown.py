@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -42,14 +41,18 @@ class ModelConfig:
     """``name``: a registered model (``humanvision.models.list_models()``); ``input_size``: (w, h), default the
     model's; ``weights``: a local file (ours or an official ViTPose checkpoint); ``backbone_weights``: a
     pre-training checkpoint that initialises only the backbone before training (:func:`init_backbone`: a SimMIM
-    Swin for the PCT Swin, an MAE / timm encoder otherwise; ignored when ``weights`` are given); ``args``: extra
-    keyword arguments of the entry point (``drop_path_rate``, ``decoder``, ...)."""
+    Swin for the PCT Swin, an MAE / timm encoder otherwise; ignored when ``weights`` are given);
+    ``backbone_grid``: the (rows, cols) patch grid of that checkpoint's position embedding when it is not square,
+    e.g. ``[16, 8]`` for HAP's 256x128 encoder (pretraining.md B.7: never guess a non-square grid; default: the
+    square or plausible grid its token count gives); ``args``: extra keyword arguments of the entry point
+    (``drop_path_rate``, ``decoder``, ...)."""
 
     name: str = "simplebaseline_tiny"
     skeleton: str = "coco17"
     input_size: tuple[int, int] | None = None
     weights: Path | None = must_exist()
     backbone_weights: Path | None = must_exist()
+    backbone_grid: tuple[int, int] | None = None
     args: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -188,11 +191,11 @@ def build_method(recipe: TopDownRecipe, weights: str | Path | None = None) -> To
     if w is not None:
         load_method_weights(method, w)
     elif m.backbone_weights is not None:
-        init_backbone(model, m.backbone_weights)
+        init_backbone(model, m.backbone_weights, grid=m.backbone_grid)
     return method
 
 
-def init_backbone(model: nn.Module, path: str | Path):
+def init_backbone(model: nn.Module, path: str | Path, grid: tuple[int, int] | None = None):
     """Initialise ``model.backbone`` from a pre-training checkpoint: a SimMIM-style Swin (PCT's Swin,
     :func:`~humanvision.models.pct_swin.load_swin_backbone`) or a timm-layout classification / MAE encoder
     (:func:`~humanvision.models.weights.load_backbone_weights`). Keys the backbone lacks or has in another shape
@@ -206,7 +209,7 @@ def init_backbone(model: nn.Module, path: str | Path):
     if isinstance(getattr(model, "backbone", None), SwinV2TransformerRPE2FC):
         report = load_swin_backbone(model, path)
     else:
-        report = load_backbone_weights(model, path)
+        report = load_backbone_weights(model, path, src_grid=grid)
     if int(os.environ.get("RANK", "0")) == 0:
         missing = f" ({', '.join(report.missing[:3])}{', ...' if len(report.missing) > 3 else ''})"
         print(f"backbone initialised from {path} ({report.layout}): {len(report.missing)} keys missing as "
@@ -300,32 +303,17 @@ def prepare_synthetic(data: DataConfig, quiet: bool = False) -> DataConfig:
     so a changed size, count or seed regenerates it) and point the ``train_*``/``val_*`` paths at it."""
     if data.source != "synthetic":
         return data
+    from humanvision.data.synthetic.cache import write_once
     from humanvision.data.synthetic.writers import generate_coco
 
     root = Path(data.synthetic_dir)
     params = {"train": data.synthetic_train, "val": data.synthetic_val, "size": list(data.synthetic_size),
               "seed": data.synthetic_seed}
-    stamp = root / "humanvision_synthetic.json"
-
-    def ready() -> bool:
-        return stamp.is_file() and json.loads(stamp.read_text()) == params
-
-    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 writes; the others wait for its stamp
-        deadline = time.monotonic() + 3600
-        while not ready():
-            if time.monotonic() > deadline:
-                raise DataError("timed out waiting for rank 0 to write the synthetic data", file=str(stamp))
-            time.sleep(2)
-    elif not ready():
-        from rich.progress import Progress
-
-        total = data.synthetic_train + data.synthetic_val
-        with Progress(disable=quiet) as bar:
-            task = bar.add_task(f"synthesising {total} images -> {root}", total=total)
-            generate_coco(root, {"train": data.synthetic_train, "val": data.synthetic_val},
-                          size=tuple(data.synthetic_size), seed=data.synthetic_seed,
-                          progress=lambda done, _: bar.update(task, completed=done), workers=os.cpu_count() or 1)
-        stamp.write_text(json.dumps(params))
+    total = data.synthetic_train + data.synthetic_val
+    write_once(root, params, lambda progress: generate_coco(
+        root, {"train": data.synthetic_train, "val": data.synthetic_val}, size=tuple(data.synthetic_size),
+        seed=data.synthetic_seed, progress=progress, workers=os.cpu_count() or 1),
+        quiet=quiet, description=f"synthesising {total} images -> {root}")
     data.train_ann, data.train_images = root / "annotations/person_keypoints_train.json", root / "train"
     data.val_ann, data.val_images = root / "annotations/person_keypoints_val.json", root / "val"
     return data

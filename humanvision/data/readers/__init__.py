@@ -23,6 +23,12 @@ ThreeDPW               3DPW ``sequenceFiles/*/*.pkl`` (Python 2 pickles; smpl24 
 ItopReader             ITOP ``*_depth_map.h5`` + ``*_labels.h5``
 MultiModalReader       humanvision's RGB + depth + keypoints layout (``index.json``)
 read_openpose_folder   OpenPose ``--write_json`` folders (BODY_25 / BODY_25B / COCO-18) -> ``Detections2D``
+read_ntu_hcmoco        NTU RGB+D in HCMoCo's preprocessed layout -> 9-field pre-training samples
+read_h36m_parsing      Human3.6M parsing ``flist_2hz_*.txt`` + ``protocol_1/{rgb,seg}`` (25 classes)
+read_nturgbd_parsing   NTURGBD-Parsing-4K ``*_list_v2/v3.txt`` + ``images/ depth/ png_annotation_v2/``
+read_reid              Market-1501 ``bounding_box_*/ query/`` and MSMT17 ``list_*.txt`` -> ``ReIDDataset``
+read_attributes        PA-100K, RAP v1/v2, PETA ``.mat``; PAR ``dataset_all.pkl`` -> ``AttributeDataset``
+read_text_reid         CUHK-PEDES / ICFG-PEDES / RSTPReid caption JSON + ``imgs/`` -> ``TextReIDDataset``
 =====================  =====================================================================================
 
 Every reader validates what it parses and raises :class:`humanvision.errors.DataError` naming the file, the
@@ -32,6 +38,14 @@ only; nothing is executed). Each reader of a set HG-3D trains or tests on docume
 (:func:`humanvision.skeletons.skeleton.get_joint_map`).
 """
 
+from humanvision.data.readers.attributes import (
+    AttributeDataset,
+    read_attributes,
+    read_pa100k,
+    read_par_pickle,
+    read_peta,
+    read_rap,
+)
 from humanvision.data.readers.base import Reader
 from humanvision.data.readers.coco import (
     AicKeypoints,
@@ -60,6 +74,12 @@ from humanvision.data.readers.mpi_inf_3dhp import (
 )
 from humanvision.data.readers.mpii import MpiiGroundTruth, MpiiJson, read_mpii_gt_mat
 from humanvision.data.readers.multimodal import MULTIMODAL_FORMAT, MultiModalReader, write_multimodal_index
+from humanvision.data.readers.ntu import (
+    HCMOCO_JOINT_SETS,
+    HcmocoSample,
+    NtuHcmoco,
+    read_ntu_hcmoco,
+)
 from humanvision.data.readers.occlusion_person import OCCLUSION_PERSON15_TO_MPII16, OcclusionPerson
 from humanvision.data.readers.openpose import (
     OPENPOSE_LAYOUTS,
@@ -67,27 +87,52 @@ from humanvision.data.readers.openpose import (
     openpose_layout,
     read_openpose_folder,
 )
+from humanvision.data.readers.parsing import (
+    NTURGBD_PARSING_CLASS_WEIGHTS,
+    PARSING_CLASSES,
+    Human36MParsing,
+    NturgbdParsing,
+    read_h36m_parsing,
+    read_nturgbd_parsing,
+)
+from humanvision.data.readers.reid import ReIDDataset, ReIDItem, read_market1501, read_msmt17, read_reid
+from humanvision.data.readers.text_reid import (
+    TextReIDDataset,
+    TextReIDItem,
+    Vocabulary,
+    read_cuhk_pedes,
+    read_icfg_pedes,
+    read_rstpreid,
+    read_text_reid,
+    simple_tokenize,
+)
 from humanvision.data.readers.threedpw import COCO18_TO_MPII16, SMPL24_TO_MPII16, ThreeDPW
 
 __all__ = [
     "COCO18_TO_MPII16",
     "FLIC29_TO_MPII16",
     "H36M_MOCAP_TO_H36M17",
+    "HCMOCO_JOINT_SETS",
     "LSP14_TO_MPII16",
     "MPI_INF_3DHP17_TO_MPII16",
     "MPI_INF_3DHP28_TO_MPII16",
     "MULTIMODAL_FORMAT",
+    "NTURGBD_PARSING_CLASS_WEIGHTS",
     "OCCLUSION_PERSON15_TO_MPII16",
     "OPENPOSE_LAYOUTS",
+    "PARSING_CLASSES",
     "SMPL24_TO_MPII16",
     "AicKeypoints",
+    "AttributeDataset",
     "CocoDetections",
     "CocoKeypoints",
     "CrowdPoseKeypoints",
     "Detections2D",
     "FlicFull",
+    "HcmocoSample",
     "Human36MEccv",
     "Human36MMultiView",
+    "Human36MParsing",
     "Human36MPoses",
     "ItopReader",
     "LspJoints",
@@ -96,15 +141,38 @@ __all__ = [
     "MpiiGroundTruth",
     "MpiiJson",
     "MultiModalReader",
+    "NtuHcmoco",
+    "NturgbdParsing",
     "OCHumanKeypoints",
     "OcclusionPerson",
+    "ReIDDataset",
+    "ReIDItem",
     "Reader",
+    "TextReIDDataset",
+    "TextReIDItem",
     "ThreeDPW",
+    "Vocabulary",
     "clean_coco_boxes",
     "openpose_layout",
+    "read_attributes",
+    "read_cuhk_pedes",
     "read_h36m_cdf",
+    "read_h36m_parsing",
+    "read_icfg_pedes",
+    "read_market1501",
     "read_mpii_gt_mat",
+    "read_msmt17",
+    "read_ntu_hcmoco",
+    "read_nturgbd_parsing",
     "read_openpose_folder",
+    "read_pa100k",
+    "read_par_pickle",
+    "read_peta",
+    "read_rap",
+    "read_reid",
+    "read_rstpreid",
+    "read_text_reid",
+    "simple_tokenize",
     "write_multimodal_index",
     "write_occluded_subset",
 ]

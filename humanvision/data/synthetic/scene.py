@@ -47,7 +47,8 @@ from humanvision.data.synthetic.render import (
 )
 from humanvision.geometry.camera import Camera
 
-__all__ = ["Frame", "SceneConfig", "View", "annotate", "generate_frame", "make_rig"]
+__all__ = ["Appearance", "Frame", "SceneConfig", "View", "annotate", "generate_frame", "make_rig",
+           "sample_appearance"]
 
 
 @dataclass
@@ -121,7 +122,33 @@ def _colour(rng: np.random.Generator, sat=(0.25, 0.9), val=(0.25, 0.95)) -> np.n
     return np.array(colorsys.hsv_to_rgb(rng.uniform(), rng.uniform(*sat), rng.uniform(*val)))
 
 
-def _person_primitives(body: PosedBody, instance: int, rng: np.random.Generator) -> PrimitiveSet:
+@dataclass
+class Appearance:
+    """What a person wears, as the renderer sees it (colours RGB in [0, 1], patterns index
+    :data:`~humanvision.data.synthetic.render.PATTERNS`, periods in mm).
+
+    ``shirt_pattern`` applies to the shirt's torso ellipsoids; on the arm capsules the printed chest panel
+    (pattern 5) becomes plain. ``long_sleeves`` covers the lower arms with the shirt, ``long_trousers`` the
+    lower legs with the trousers (else skin).
+    """
+
+    skin: np.ndarray
+    hair: np.ndarray
+    shirt: np.ndarray
+    shirt_b: np.ndarray
+    trousers: np.ndarray
+    trousers_b: np.ndarray
+    shoes: np.ndarray
+    shirt_pattern: int
+    trousers_pattern: int
+    long_sleeves: bool
+    long_trousers: bool
+    period_shirt: float
+    period_trousers: float
+
+
+def sample_appearance(rng: np.random.Generator) -> Appearance:
+    """A random :class:`Appearance` (the draws of the scene's people, in this order)."""
     skin = np.clip(_SKIN[rng.integers(len(_SKIN))] + rng.normal(0, 0.03, 3), 0, 1)
     hair = _HAIR[rng.integers(len(_HAIR))]
     shirt, shirt_b = _colour(rng), _colour(rng)
@@ -131,6 +158,23 @@ def _person_primitives(body: PosedBody, instance: int, rng: np.random.Generator)
     trousers_pattern = int(rng.choice([0, 0, 0, 3, 1]))
     long_sleeves, long_trousers = rng.uniform() < 0.5, rng.uniform() < 0.7
     period_shirt, period_trousers = rng.uniform(40, 120), rng.uniform(60, 160)
+    return Appearance(skin, hair, shirt, shirt_b, trousers, trousers_b, shoes, shirt_pattern, trousers_pattern,
+                      bool(long_sleeves), bool(long_trousers), float(period_shirt), float(period_trousers))
+
+
+def _person_primitives(body: PosedBody, instance: int, rng: np.random.Generator | None = None,
+                       appearance: Appearance | None = None) -> PrimitiveSet:
+    """The coloured, textured primitives of one posed person; ``appearance`` given, or drawn from ``rng``."""
+    if appearance is None:
+        if rng is None:
+            raise ValueError("_person_primitives needs an rng or an appearance")
+        appearance = sample_appearance(rng)
+    ap = appearance
+    skin, hair, shirt, shirt_b, shoes = ap.skin, ap.hair, ap.shirt, ap.shirt_b, ap.shoes
+    trousers, trousers_b = ap.trousers, ap.trousers_b
+    shirt_pattern, trousers_pattern = ap.shirt_pattern, ap.trousers_pattern
+    long_sleeves, long_trousers = ap.long_sleeves, ap.long_trousers
+    period_shirt, period_trousers = ap.period_shirt, ap.period_trousers
     rows = []
     for pr in body.primitives:
         part = PART_NAME[pr.part]

@@ -17,6 +17,12 @@ itop           ``ITOP_side_{split}_depth_map.h5`` and ``ITOP_side_{split}_labels
 multimodal     ``index.json`` + ``rgb/``, ``depth/`` (16-bit mm), ``parts/``, ``instances/`` (pixel-aligned)
 =============  ==============================================================================================
 
+The HCMoCo formats ``ntu_hcmoco``, ``h36m_parsing`` and ``nturgbd_parsing`` are written by
+:mod:`humanvision.data.synthetic.hcmoco` (dispatched by :func:`generate` too).
+The person-crop formats ``market1501``, ``pa100k``, ``cuhk_pedes`` and ``person_crops`` (re-id, attributes,
+text re-id, HAP pre-training) are written by :mod:`humanvision.data.synthetic.identities` (dispatched
+too; ``num_images`` counts identities for market1501 and cuhk_pedes, images for the others).
+
 Every ``generate_*`` function takes ``num_images`` as an int (one split, ``split``) or a dict ``{split: n}``
 (e.g. ``{"train": 2000, "val": 200}``); splits draw disjoint frame indices from the same ``seed``, so a dataset
 is reproducible byte for byte and its splits never share a frame. ``workers`` (coco, mpii, h36m, multimodal)
@@ -45,7 +51,8 @@ __all__ = ["FORMATS", "generate", "generate_coco", "generate_h36m", "generate_it
            "generate_multimodal", "select_joints", "split_offset"]
 
 Progress = Callable[[int, int], None] | None
-FORMATS = ("coco", "mpii", "h36m", "itop", "multimodal")
+FORMATS = ("coco", "mpii", "h36m", "itop", "multimodal", "ntu_hcmoco", "h36m_parsing", "nturgbd_parsing",
+           "market1501", "pa100k", "cuhk_pedes", "person_crops")
 
 
 def split_offset(split: str) -> int:
@@ -429,8 +436,14 @@ def generate_multimodal(out_dir: str | Path, num_images: int | dict[str, int], s
 
 def generate(fmt: str, out_dir: str | Path, num_images: int | dict[str, int], **kwargs) -> dict:
     """Dispatch to ``generate_{fmt}`` (see :data:`FORMATS`)."""
+    # the HCMoCo and the person-crop formats (both modules import this one)
+    from humanvision.data.synthetic import hcmoco, identities
+
     fns = {"coco": generate_coco, "mpii": generate_mpii, "h36m": generate_h36m, "itop": generate_itop,
-           "multimodal": generate_multimodal}
+           "multimodal": generate_multimodal, "ntu_hcmoco": hcmoco.generate_ntu_hcmoco,
+           "h36m_parsing": hcmoco.generate_h36m_parsing, "nturgbd_parsing": hcmoco.generate_nturgbd_parsing,
+           "market1501": identities.generate_market1501, "pa100k": identities.generate_pa100k,
+           "cuhk_pedes": identities.generate_cuhk_pedes, "person_crops": identities.generate_person_crops}
     if fmt not in fns:
         raise ValueError(f"unknown format {fmt!r}; expected one of {FORMATS}")
     return fns[fmt](out_dir, num_images, **kwargs)

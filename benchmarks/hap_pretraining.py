@@ -214,7 +214,8 @@ def main() -> None:
     for r in probes:
         ptable.add_row(r["init"], *(f"{r[k]:.1f}" for k in ("reid_cls_mAP", "reid_cls_rank1", "reid_mean_mAP",
                                                               "reid_mean_rank1", "attr_cls_mA", "attr_mean_mA")))
-    Console().print(ptable)
+    if probes:
+        Console().print(ptable)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "pretrain": pre,
                                     "probes": probes, "finetune": rows}, indent=2))

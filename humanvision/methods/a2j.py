@@ -56,7 +56,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -273,35 +272,20 @@ def subset_indices(num_frames: int, fraction: float = 1.0) -> np.ndarray:
 
 def prepare_synthetic(data: DataConfig, quiet: bool = False) -> Path:
     """For ``source: synthetic``: write the ITOP-layout synthetic set (side view, ``train`` and ``test``) into
-    ``synthetic_dir`` once (a stamp file records its parameters, so a change regenerates it; under torchrun only
-    rank 0 writes, the others wait) and return the folder."""
+    ``synthetic_dir`` once (:func:`~humanvision.data.synthetic.cache.write_once`: a stamp records the parameters,
+    a change regenerates it; under torchrun only rank 0 writes) and return the folder."""
+    from humanvision.data.synthetic.cache import write_once
     from humanvision.data.synthetic.writers import generate_itop
 
     root = Path(data.synthetic_dir)
     params = {"kind": "itop_side", "train": data.synthetic_train, "test": data.synthetic_test,
               "seed": data.synthetic_seed}
-    stamp = root / "humanvision_synthetic.json"
 
-    def ready() -> bool:
-        return stamp.is_file() and json.loads(stamp.read_text()) == params
-
-    if int(os.environ.get("RANK", "0")) != 0:
-        deadline = time.monotonic() + 3600
-        while not ready():
-            if time.monotonic() > deadline:
-                raise DataError("timed out waiting for rank 0 to write the synthetic data", file=str(stamp))
-            time.sleep(2)
-        return root
-    if ready():
-        return root
-    from rich.progress import Progress
-
-    root.mkdir(parents=True, exist_ok=True)
-    with Progress(disable=quiet) as bar:
-        task = bar.add_task(f"synthesising ITOP side-view frames -> {root}", total=None)
+    def generate(progress) -> None:
         generate_itop(root, {"train": data.synthetic_train, "test": data.synthetic_test}, seed=data.synthetic_seed,
-                      progress=lambda done, total: bar.update(task, completed=done, total=total))
-    stamp.write_text(json.dumps(params))
+                      progress=progress)
+
+    write_once(root, params, generate, quiet=quiet, description=f"synthesising ITOP side-view frames -> {root}")
     return root
 
 

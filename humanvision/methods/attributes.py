@@ -40,7 +40,6 @@ from humanvision.engine import TrainConfig
 from humanvision.errors import ConfigError, DataError
 from humanvision.methods.reid import (
     _read_method_state,
-    _write_once,
     check_person_model,
     init_trunk,
     load_method_weights,
@@ -187,8 +186,7 @@ class AttributeMethod(nn.Module):
         self.model, self.weighted = model, bool(weighted)
         ratio = torch.as_tensor(np.asarray(pos_ratio, dtype=np.float32))
         if ratio.shape != (model.num_classes,):
-            raise ConfigError(f"{ratio.shape[0] if ratio.ndim == 1 else ratio.shape} positive ratios for "
-                              f"{model.num_classes} attributes")
+            raise ConfigError(f"positive ratios of shape {tuple(ratio.shape)} for {model.num_classes} attributes")
         self.register_buffer("pos_ratio", ratio)
 
     @property
@@ -265,13 +263,14 @@ class AttributeImages(Dataset):
 def prepare_synthetic(data: DataConfig, quiet: bool = False) -> Path:
     """For ``source: synthetic``: write the PA-100K-layout synthetic set into ``synthetic_dir`` once (a stamp
     records its parameters; under torchrun only rank 0 writes) and return it."""
+    from humanvision.data.synthetic.cache import write_once
     from humanvision.data.synthetic.identities import generate_pa100k
 
     root = Path(data.synthetic_dir)
     params = {"images": data.synthetic_images, "seed": data.synthetic_seed}
-    _write_once(root, params, lambda progress: generate_pa100k(
+    write_once(root, params, lambda progress: generate_pa100k(
         root, num_images=data.synthetic_images, seed=data.synthetic_seed, progress=progress,
-        workers=os.cpu_count() or 1), quiet)
+        workers=os.cpu_count() or 1), quiet=quiet, description=f"synthesising attribute images -> {root}")
     return root
 
 

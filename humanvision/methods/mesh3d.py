@@ -472,7 +472,7 @@ class Mesh3DMethod(nn.Module):
 def build_smpl(recipe: Mesh3DRecipe, quiet: bool = True) -> SMPLModelData:
     """The neutral body model of the recipe: ``smpl.model``, or the random stand-in (written once under
     ``smpl.random_dir``, with a random H36M regressor when ``smpl.random_h36m_regressor``)."""
-    from humanvision.methods.reid import _write_once
+    from humanvision.data.synthetic.cache import write_once
     from humanvision.models.smpl import write_random_h36m_regressor, write_random_smpl
 
     s = recipe.smpl
@@ -486,7 +486,7 @@ def build_smpl(recipe: Mesh3DRecipe, quiet: bool = True) -> SMPLModelData:
         if s.random_h36m_regressor:
             write_random_h36m_regressor(root / "random_J_regressor_h36m.npy", path, seed=s.random_seed)
 
-    _write_once(root, params, generate, quiet)
+    write_once(root, params, generate, quiet=quiet, description=f"writing a random SMPL stand-in -> {root}")
     return read_smpl(root / "random_smpl.pkl")
 
 

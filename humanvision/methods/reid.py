@@ -26,9 +26,8 @@ from __future__ import annotations
 
 import json
 import os
-import time
 import typing
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -505,41 +504,17 @@ class RandomIdentitySampler(Sampler):
 def prepare_synthetic(data: DataConfig, quiet: bool = False) -> Path:
     """For ``source: synthetic``: write the Market-1501-layout synthetic set into ``synthetic_dir`` once (a stamp
     file records its parameters, so a change regenerates it; under torchrun only rank 0 writes) and return it."""
+    from humanvision.data.synthetic.cache import write_once
     from humanvision.data.synthetic.identities import generate_market1501
 
     root = Path(data.synthetic_dir)
     params = {"train_ids": data.synthetic_train_ids, "test_ids": data.synthetic_test_ids,
               "cameras": data.synthetic_cameras, "seed": data.synthetic_seed}
-    _write_once(root, params, lambda progress: generate_market1501(
+    write_once(root, params, lambda progress: generate_market1501(
         root, num_train_ids=data.synthetic_train_ids, num_test_ids=data.synthetic_test_ids,
         cameras=data.synthetic_cameras, seed=data.synthetic_seed, progress=progress,
-        workers=os.cpu_count() or 1), quiet)
+        workers=os.cpu_count() or 1), quiet=quiet, description=f"synthesising re-id identities -> {root}")
     return root
-
-
-def _write_once(root: Path, params: dict, generate: Callable[[Callable[[int, int], None]], Any],
-                quiet: bool) -> None:
-    """Run ``generate(progress)`` into ``root`` unless its stamp file holds ``params`` (rank 0 only; the other
-    ranks wait for the stamp)."""
-    stamp = root / "humanvision_synthetic.json"
-
-    def ready() -> bool:
-        return stamp.is_file() and json.loads(stamp.read_text()) == params
-
-    if int(os.environ.get("RANK", "0")) != 0:
-        deadline = time.monotonic() + 3600
-        while not ready():
-            if time.monotonic() > deadline:
-                raise DataError("timed out waiting for rank 0 to write the synthetic data", file=str(stamp))
-            time.sleep(2)
-    elif not ready():
-        from rich.progress import Progress
-
-        root.mkdir(parents=True, exist_ok=True)
-        with Progress(disable=quiet) as bar:
-            task = bar.add_task(f"synthesising {root}", total=None)
-            generate(lambda done, total: bar.update(task, completed=done, total=total))
-        stamp.write_text(json.dumps(params))
 
 
 def read_data(data: DataConfig, quiet: bool = False):

@@ -51,7 +51,6 @@ from humanvision.errors import ConfigError, DataError
 from humanvision.methods.reid import (
     ReIDImages,
     _read_method_state,
-    _write_once,
     check_person_model,
     init_trunk,
     load_method_weights,
@@ -461,16 +460,17 @@ class T2ICaptions(Dataset):
 def prepare_synthetic(data: DataConfig, quiet: bool = False) -> Path:
     """For ``source: synthetic``: write the CUHK-PEDES-layout synthetic set into ``synthetic_dir`` once (a stamp
     file records its parameters, so a change regenerates it; under torchrun only rank 0 writes) and return it."""
+    from humanvision.data.synthetic.cache import write_once
     from humanvision.data.synthetic.identities import generate_cuhk_pedes
 
     root = Path(data.synthetic_dir)
     h, w = data.synthetic_image_size
     params = {"ids": data.synthetic_ids, "images_per_id": list(data.synthetic_images_per_id),
               "image_size": [h, w], "split": list(data.synthetic_split), "seed": data.synthetic_seed}
-    _write_once(root, params, lambda progress: generate_cuhk_pedes(
+    write_once(root, params, lambda progress: generate_cuhk_pedes(
         root, num_ids=data.synthetic_ids, images_per_id=tuple(data.synthetic_images_per_id),
         seed=data.synthetic_seed, split=tuple(data.synthetic_split), size=(w, h), progress=progress,
-        workers=os.cpu_count() or 1), quiet)
+        workers=os.cpu_count() or 1), quiet=quiet, description=f"synthesising captioned people -> {root}")
     return root
 
 

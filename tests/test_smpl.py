@@ -347,7 +347,8 @@ def test_mesh_errors_equal_direct_computation():
     mpjpe = np.mean([np.linalg.norm(pr[i, sel] - gr[i, sel], axis=1).mean() for i in range(n)]) * 1000
     pa = np.mean([np.linalg.norm(_umeyama(pr[i, sel], gr[i, sel]) - gr[i, sel], axis=1).mean()
                   for i in range(n)]) * 1000
-    pve = np.mean([np.linalg.norm((pred[i] - pj[i, 0]) - (gt[i] - gj[i, 0]), axis=1).mean() for i in range(n)]) * 1000
+    pve = np.mean([np.linalg.norm((pred[i] - pj[i, 0]) - (gt[i] - gj[i, 0]), axis=1).mean()
+                   for i in range(n)]) * 1000
     assert m["mpjpe"] == pytest.approx(mpjpe, rel=1e-9) and m["pa_mpjpe"] == pytest.approx(pa, rel=1e-7)
     assert m["pve"] == pytest.approx(pve, rel=1e-9) and m["num_samples"] == n
     assert m["pa_mpjpe"] < m["mpjpe"]
@@ -475,6 +476,25 @@ def test_synthetic_meshes_are_consistent(tmp_path):
     kp = mesh3d.weak_perspective(item["joints3d"][None], a.cams[2:3])[0]
     torch.testing.assert_close(kp, item["keypoints2d"])
     assert kp.abs().max() < 1.0 and a.image(2).shape == (32, 32, 3)  # the person is inside the crop
+
+
+def test_losses_vanish_for_the_ground_truth_parameters(tmp_path):
+    data = read_smpl(write_random_smpl(tmp_path / "m.pkl", 120, seed=0))
+    ds = mesh3d.SyntheticMeshes(data, 4, 32, seed=1)
+    batch = torch.utils.data.default_collate([ds[i] for i in range(4)])
+    model = _tiny_regressor()
+    gt = {"pose6d": matrix_to_rotation_6d(batch["rotmats"]), "betas": batch["betas"], "cam": ds.cams[:4]}
+    model.forward = lambda images: gt  # a perfect regressor: the dataset's and the losses' conventions agree
+    out = mesh3d.Mesh3DMethod(model, SMPL(data)).forward(batch)
+    for k in ("loss_joints3d", "loss_keypoints2d", "loss_pose", "loss_betas"):
+        assert out[k].item() < 1e-5, k
+    assert out["loss"].item() == pytest.approx(0.001 * (batch["betas"] ** 2).mean().item(), abs=1e-5)  # the prior
+    # feature sizes of the two pools: flatten keeps the token map's cells (average-pooled to at most 8x8)
+    for pool, img, cells in (("flatten", 64, (4, 4)), ("avg", 64, (1, 1)), ("flatten", 160, (8, 8))):
+        m = mesh3d.MeshRegressor((img, img), embed_dim=32, depth=1, num_heads=2, feat_dim=1024, pool=pool,
+                                 hidden_dim=8)
+        assert m.neck[0].out_channels == 1024 // (cells[0] * cells[1]) and m.feat_dim == 1024
+        assert m.forward_features(torch.zeros(2, 3, img, img)).shape == (2, 1024)
 
 
 def test_render_vertices_z_buffer():

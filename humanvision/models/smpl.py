@@ -73,10 +73,11 @@ __all__ = [
     "write_random_h36m_regressor", "write_random_smpl",
 ]
 
+#: the 24 joints, = the ``smpl24`` skeleton
 SMPL_JOINT_NAMES = ("pelvis", "left_hip", "right_hip", "spine1", "left_knee", "right_knee", "spine2", "left_ankle",
-                    "right_ankle", "spine3", "left_foot", "right_foot", "neck", "left_collar", "right_collar", "head",
-                    "left_shoulder", "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist",
-                    "left_hand", "right_hand")  # = the "smpl24" skeleton
+                    "right_ankle", "spine3", "left_foot", "right_foot", "neck", "left_collar", "right_collar",
+                    "head", "left_shoulder", "right_shoulder", "left_elbow", "right_elbow", "left_wrist",
+                    "right_wrist", "left_hand", "right_hand")
 SMPL_PARENTS = (-1, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9, 12, 13, 14, 16, 17, 18, 19, 20, 21)
 #: the root of the H36M-17 joints regressed from the mesh (pelvis; VideoPose3D order ``h36m17_vp``)
 H36M17_ROOT = 0
@@ -243,7 +244,8 @@ class SMPLModelData:
 def _parents_from_kintree(kintree: Any, file: str) -> np.ndarray:
     k = np.asarray(kintree)
     if k.ndim != 2 or k.shape[0] != 2 or k.dtype.kind not in "iuf":
-        raise DataError(f"expected a (2, J) integer array, got {k.dtype} {k.shape}", file=file, field="kintree_table")
+        raise DataError(f"expected a (2, J) integer array, got {k.dtype} {k.shape}", file=file,
+                        field="kintree_table")
     k = k.astype(np.int64)
     ids = {int(j): i for i, j in enumerate(k[1])}
     parents = []

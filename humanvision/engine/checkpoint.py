@@ -34,7 +34,9 @@ __all__ = [
     "STATE_FILE",
     "Checkpoint",
     "load_checkpoint",
+    "load_state_strict",
     "load_weights",
+    "read_weights",
     "resolve_checkpoint",
     "save_checkpoint",
     "weights_file",
@@ -139,6 +141,33 @@ def weights_file(path: str | Path, key: str = "weights") -> Path:
     if not path.is_file():
         raise ConfigError(f"{key}: file not found: {path}")
     return path
+
+
+def read_weights(path: str | Path, key: str = "weights") -> tuple[dict[str, torch.Tensor], str]:
+    """``(state dict, file)`` of :func:`weights_file` ``(path, key)``: ours (safetensors) or a ``.pth`` read
+    without executing code (:func:`humanvision.models.weights.read_checkpoint`)."""
+    from humanvision.models.weights import read_checkpoint
+
+    file = weights_file(path, key)
+    return read_checkpoint(file), str(file)
+
+
+def load_state_strict(module: torch.nn.Module, path: str | Path, key: str = "weights") -> None:
+    """Load a trained method (a run folder, checkpoint folder or weights file) into ``module`` strictly: a missing,
+    unexpected or differently shaped key is a DataError naming the key and the file."""
+    from humanvision.errors import DataError
+
+    state, file = read_weights(path, key)
+    own = module.state_dict()
+    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    if missing or unexpected:
+        raise DataError(f"not a checkpoint of this model: missing keys {missing[:4]}, unexpected {unexpected[:4]}",
+                        file=file, field=(missing or unexpected)[0])
+    for k, v in state.items():
+        if tuple(v.shape) != tuple(own[k].shape):
+            raise DataError(f"shape {tuple(v.shape)} does not match the model's {tuple(own[k].shape)}", file=file,
+                            field=k)
+    module.load_state_dict(state)
 
 
 def load_weights(path: str | Path, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:

@@ -71,6 +71,7 @@ from torch.utils.data import DataLoader, Dataset
 from humanvision.config import must_exist
 from humanvision.data.readers.itop import ITOP_PRINCIPAL_POINT, ItopReader
 from humanvision.engine import TrainConfig
+from humanvision.engine.checkpoint import load_state_strict
 from humanvision.errors import ConfigError, DataError
 from humanvision.metrics.pose3d import itop_map
 from humanvision.models.a2j import A2J, a2j_decode
@@ -79,7 +80,7 @@ __all__ = [
     "DATA_EFFICIENCY", "ITOP_PIXEL_SCALE", "A2JConfig", "A2JDataset", "A2JMethod", "A2JRecipe", "DataConfig",
     "EvalConfig", "ModelConfig", "a2j_figure", "a2j_loss", "build_dataset", "build_method", "crop_affine",
     "crop_to_image", "evaluate_a2j", "evaluate_weights", "every_n", "is_a2j_recipe", "itop_backproject",
-    "load_method_weights", "load_recipe", "prepare_synthetic", "preprocess", "read_boxes", "read_split",
+    "load_recipe", "prepare_synthetic", "preprocess", "read_boxes", "read_split",
     "run_training", "subset_indices",
 ]
 
@@ -604,30 +605,6 @@ class A2JMethod(nn.Module):
         return {**terms, "px_error": err}
 
 
-def _read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], str]:
-    from humanvision.engine.checkpoint import weights_file
-    from humanvision.models.weights import read_checkpoint
-
-    file = weights_file(path, "weights")
-    return read_checkpoint(file), str(file)
-
-
-def load_method_weights(method: nn.Module, path: str | Path) -> None:
-    """Load a trained A2J method (run folder, checkpoint folder or ``model.safetensors``) strictly; a missing,
-    unexpected or differently shaped key is a DataError naming it."""
-    state, file = _read_weights(path)
-    own = method.state_dict()
-    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
-    if missing or unexpected:
-        raise DataError(f"not a checkpoint of this model: missing keys {missing[:4]}, unexpected {unexpected[:4]}",
-                        file=file, field=(missing or unexpected)[0])
-    for k, v in state.items():
-        if tuple(v.shape) != tuple(own[k].shape):
-            raise DataError(f"shape {tuple(v.shape)} does not match the model's {tuple(own[k].shape)}", file=file,
-                            field=k)
-    method.load_state_dict(state)
-
-
 def build_method(recipe: A2JRecipe, weights: str | Path | None = None, quiet: bool = True) -> A2JMethod:
     """The recipe's :class:`A2JMethod`: the model from ``model.name`` at ``a2j.input_size``, its backbone from
     ``model.init`` (report printed unless ``quiet``), or everything from trained ``weights``."""
@@ -641,7 +618,7 @@ def build_method(recipe: A2JRecipe, weights: str | Path | None = None, quiet: bo
             print(report.summary(), flush=True)
     method = A2JMethod(model, recipe.a2j)
     if weights is not None:
-        load_method_weights(method, weights)
+        load_state_strict(method, weights)
     return method
 
 

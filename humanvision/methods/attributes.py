@@ -37,12 +37,11 @@ from torch.utils.data import DataLoader, Dataset
 
 from humanvision.config import must_exist
 from humanvision.engine import TrainConfig
+from humanvision.engine.checkpoint import load_state_strict, read_weights
 from humanvision.errors import ConfigError, DataError
 from humanvision.methods.reid import (
-    _read_method_state,
     check_person_model,
     init_trunk,
-    load_method_weights,
     person_transform,
 )
 from humanvision.models.person_vit import AttributeViT
@@ -227,7 +226,7 @@ def build_method(recipe: AttributeRecipe, num_attributes: int, pos_ratio: np.nda
     ratio = np.full(num_attributes, 0.5) if pos_ratio is None else pos_ratio
     method = AttributeMethod(model, ratio, recipe.attributes.weighted)
     if weights is not None:
-        load_method_weights(method, weights)
+        load_state_strict(method, weights)
     elif m.init is not None:
         init_trunk(model, m.init, m.init_grid)
     return method
@@ -333,7 +332,7 @@ def evaluate_weights(recipe: AttributeRecipe, weights: str | Path, out_dir: str 
     """``humanvision eval`` of an attribute recipe: trained ``weights`` (run folder, checkpoint folder or
     ``model.safetensors``) on ``data.eval_split``."""
     data = read_data(recipe.data, quiet=not progress)
-    state, file = _read_method_state(weights)
+    state, file = read_weights(weights)
     n = len(data.attributes)
     if "model.head.weight" not in state or state["model.head.weight"].shape[0] != n:
         got = tuple(state["model.head.weight"].shape) if "model.head.weight" in state else "none"

@@ -528,7 +528,7 @@ def build_method(recipe: Mesh3DRecipe, smpl_data: SMPLModelData | None = None, w
                  quiet: bool = True) -> Mesh3DMethod:
     """The recipe's regressor + SMPL layer; the trunk from ``model.init`` unless ``weights`` (a trained mesh
     checkpoint) replace everything."""
-    from humanvision.methods.reid import load_method_weights
+    from humanvision.engine.checkpoint import load_state_strict
 
     m = recipe.model
     data = smpl_data if smpl_data is not None else build_smpl(recipe, quiet)
@@ -541,7 +541,7 @@ def build_method(recipe: Mesh3DRecipe, smpl_data: SMPLModelData | None = None, w
     smpl = SMPL(data, h36m_regressor=_h36m_regressor_path(recipe), num_betas=min(10, data.num_betas))
     method = Mesh3DMethod(model, smpl, recipe.mesh3d)
     if weights is not None:
-        load_method_weights(method, weights)
+        load_state_strict(method, weights)
     elif m.init is not None:
         report = init_backbone(model, m.init, m.init_kind, m.init_grid, m.moe_expert)
         if not quiet and int(os.environ.get("RANK", "0")) == 0:

@@ -89,13 +89,14 @@ from humanvision.data.readers.parsing import (
 )
 from humanvision.data.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize_image
 from humanvision.engine import TrainConfig
+from humanvision.engine.checkpoint import load_state_strict
 from humanvision.errors import ConfigError, DataError
 from humanvision.models.parsing import PARSING_MODES, InitReport, ParsingHRNet, RGBDParsingHRNet
 
 __all__ = [
     "DataConfig", "EvalConfig", "ModelConfig", "ParsingConfig", "ParsingImages", "ParsingMethod", "ParsingRecipe",
     "ParsingTrainSet", "augment", "build_method", "collate_parsing", "evaluate_parsing", "evaluate_versatility",
-    "evaluate_weights", "is_parsing_recipe", "load_method_weights", "load_recipe", "parsing_figure", "parsing_loss",
+    "evaluate_weights", "is_parsing_recipe", "load_recipe", "parsing_figure", "parsing_loss",
     "parsing_palette", "prepare_synthetic", "read_split", "resize_label", "run_training", "versatility_table",
 ]
 
@@ -574,30 +575,6 @@ class ParsingMethod(nn.Module):
         return {"loss": self.loss_weight * ce, "ce": ce, "pixel_acc": acc.float()}
 
 
-def _read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], str]:
-    from humanvision.engine.checkpoint import weights_file
-    from humanvision.models.weights import read_checkpoint
-
-    file = weights_file(path, "weights")
-    return read_checkpoint(file), str(file)
-
-
-def load_method_weights(method: nn.Module, path: str | Path) -> None:
-    """Load a trained parsing method (run folder, checkpoint folder or ``model.safetensors``) strictly; a
-    missing, unexpected or differently shaped key is a DataError naming it."""
-    state, file = _read_weights(path)
-    own = method.state_dict()
-    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
-    if missing or unexpected:
-        raise DataError(f"not a checkpoint of this model: missing keys {missing[:4]}, unexpected {unexpected[:4]}",
-                        file=file, field=(missing or unexpected)[0])
-    for k, v in state.items():
-        if tuple(v.shape) != tuple(own[k].shape):
-            raise DataError(f"shape {tuple(v.shape)} does not match the model's {tuple(own[k].shape)}", file=file,
-                            field=k)
-    method.load_state_dict(state)
-
-
 def build_method(recipe: ParsingRecipe, weights: str | Path | None = None, quiet: bool = True) -> ParsingMethod:
     """The recipe's :class:`ParsingMethod`: the model from ``model.name``, its encoder(s) from ``model.init``
     (report printed unless ``quiet``), or everything from trained ``weights``."""
@@ -611,7 +588,7 @@ def build_method(recipe: ParsingRecipe, weights: str | Path | None = None, quiet
             print(report.summary(), flush=True)
     method = ParsingMethod(model, p.modality, p.weights(), p.supervise, p.loss_weight, p.freeze_encoders)
     if weights is not None:
-        load_method_weights(method, weights)
+        load_state_strict(method, weights)
     return method
 
 

@@ -42,6 +42,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from humanvision.config import must_exist
 from humanvision.data.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize_image
 from humanvision.engine import TrainConfig
+from humanvision.engine.checkpoint import load_state_strict, read_weights
 from humanvision.engine.distributed import sample_seeds
 from humanvision.errors import ConfigError, DataError
 from humanvision.models.person_vit import PersonViT, ReIDViT
@@ -50,7 +51,7 @@ __all__ = [
     "DataConfig", "EvalConfig", "ModelConfig", "RandomIdentitySampler", "ReIDConfig", "ReIDImages", "ReIDMethod",
     "ReIDRecipe", "ReIDTrainSet", "batch_hard_triplet_loss", "build_method", "check_person_model",
     "draw_ranking", "evaluate_reid_model", "evaluate_weights", "extract_features", "init_trunk",
-    "is_reid_recipe", "load_method_weights", "load_recipe", "person_transform", "prepare_synthetic",
+    "is_reid_recipe", "load_recipe", "person_transform", "prepare_synthetic",
     "random_erasing", "read_data", "run_training",
 ]
 
@@ -296,35 +297,10 @@ def build_method(recipe: ReIDRecipe, num_classes: int, weights: str | Path | Non
     r = recipe.reid
     method = ReIDMethod(model, r.id_loss_weight, r.triplet_loss_weight, r.label_smoothing)
     if weights is not None:
-        load_method_weights(method, weights)
+        load_state_strict(method, weights)
     elif m.init is not None:
         init_trunk(model, m.init, m.init_grid)
     return method
-
-
-def _read_method_state(path: str | Path, key: str = "weights") -> tuple[dict[str, torch.Tensor], str]:
-    from humanvision.engine.checkpoint import weights_file
-    from humanvision.models.weights import read_checkpoint
-
-    file = weights_file(path, key)
-    return read_checkpoint(file), str(file)
-
-
-def load_method_weights(method: nn.Module, path: str | Path) -> None:
-    """Load a trained method (a run folder, checkpoint folder or ``model.safetensors``) strictly; a missing,
-    unexpected or differently shaped key is a DataError naming it."""
-    state, file = _read_method_state(path)
-    own = method.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    if missing or unexpected:
-        raise DataError(f"not a checkpoint of this model: missing keys {missing[:4]}, unexpected {unexpected[:4]}",
-                        file=file, field=(missing or unexpected)[0])
-    for k, v in state.items():
-        if tuple(v.shape) != tuple(own[k].shape):
-            raise DataError(f"shape {tuple(v.shape)} does not match the model's {tuple(own[k].shape)}", file=file,
-                            field=k)
-    method.load_state_dict(state)
 
 
 # ---------------------------------------------------------------------------------------------------- data
@@ -634,7 +610,7 @@ def evaluate_weights(recipe: ReIDRecipe, weights: str | Path, out_dir: str | Pat
     """``humanvision eval`` of a re-id recipe: trained ``weights`` (run folder, checkpoint folder or
     ``model.safetensors``) on the recipe's query / gallery sets. The number of identities is read from the
     checkpoint's classifier."""
-    state, file = _read_method_state(weights)
+    state, file = read_weights(weights)
     if "model.head.weight" not in state:
         raise DataError("not a re-id checkpoint (no model.head.weight)", file=file, field="model.head.weight")
     method = build_method(recipe, num_classes=int(state["model.head.weight"].shape[0]), weights=weights)

@@ -47,13 +47,12 @@ from torch.utils.data import DataLoader, Dataset
 from humanvision.config import must_exist
 from humanvision.data.readers.text_reid import TextReIDDataset, TextReIDItem, Vocabulary
 from humanvision.engine import TrainConfig
+from humanvision.engine.checkpoint import load_state_strict, read_weights
 from humanvision.errors import ConfigError, DataError
 from humanvision.methods.reid import (
     ReIDImages,
-    _read_method_state,
     check_person_model,
     init_trunk,
-    load_method_weights,
     person_transform,
 )
 from humanvision.models.text_reid import TextImageReID, require_transformers
@@ -347,7 +346,7 @@ def build_method(recipe: T2IRecipe, num_classes: int, vocab_size: int | None = N
     t = recipe.t2i
     method = TextReIDMethod(model, t.margin, t.id_loss_weight, t.ranking_loss_weight, t.ranking_reduction)
     if weights is not None:
-        load_method_weights(method, weights)
+        load_state_strict(method, weights)
     elif m.init is not None:
         init_trunk(model.image, m.init, m.init_grid)
     return method
@@ -592,7 +591,7 @@ def evaluate_weights(recipe: T2IRecipe, weights: str | Path, out_dir: str | Path
     ``model.safetensors``) on ``data.eval_split``. The number of identities is read from the checkpoint's
     classifier, the vocabulary from ``t2i.vocab`` or the run's ``vocab.json`` (:func:`find_vocabulary`); a
     vocabulary whose size does not match the checkpoint's word embeddings is a DataError."""
-    state, file = _read_method_state(weights)
+    state, file = read_weights(weights)
     if "model.classifier.weight" not in state:
         raise DataError("not a text-to-image re-id checkpoint (no model.classifier.weight)", file=file,
                         field="model.classifier.weight")

@@ -57,6 +57,13 @@ class ReIDItem:
     camid: int
 
 
+def relabel(items) -> tuple[np.ndarray, int]:
+    """``(labels, K)``: the ``pid`` of each item relabelled to ``0..K-1`` in sorted pid order (int64)."""
+    pids = np.fromiter((it.pid for it in items), dtype=np.int64, count=len(items))
+    uniq, labels = np.unique(pids, return_inverse=True)
+    return labels.astype(np.int64), len(uniq)
+
+
 @dataclass
 class ReIDDataset:
     """A re-id benchmark: training items and the query / gallery of the test protocol."""
@@ -73,9 +80,7 @@ class ReIDDataset:
 
     def train_labels(self) -> tuple[np.ndarray, int]:
         """``(labels, K)``: each training item's pid relabelled to ``0..K-1`` in sorted pid order (int64)."""
-        pids = np.fromiter((it.pid for it in self.train), dtype=np.int64, count=len(self.train))
-        uniq, labels = np.unique(pids, return_inverse=True)
-        return labels.astype(np.int64), len(uniq)
+        return relabel(self.train)
 
     def __repr__(self) -> str:
         return (f"ReIDDataset({self.name!r}, train {len(self.train)} images / {self.num_train_ids} ids, "

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from humanvision.data.readers.base import load_json
-from humanvision.data.readers.reid import check_images_exist, find_dataset_dir
+from humanvision.data.readers.reid import check_images_exist, find_dataset_dir, relabel
 from humanvision.errors import DataError
 
 __all__ = ["LGUR_CUHK_EXCLUDED_IDS", "TextReIDDataset", "TextReIDItem", "Vocabulary", "read_cuhk_pedes",
@@ -71,9 +71,7 @@ class TextReIDDataset:
 
     def train_labels(self) -> tuple[np.ndarray, int]:
         """``(labels, K)``: each training image's id relabelled to ``0..K-1`` in sorted id order (int64)."""
-        pids = np.fromiter((it.pid for it in self.train), dtype=np.int64, count=len(self.train))
-        uniq, labels = np.unique(pids, return_inverse=True)
-        return labels.astype(np.int64), len(uniq)
+        return relabel(self.train)
 
     def __repr__(self) -> str:
         return (f"TextReIDDataset({self.name!r}, train {len(self.train)} images / {self.num_train_ids} ids, "

@@ -11,6 +11,22 @@ import typer
 from humanvision.cli.app import app
 
 
+def _motion_clips(motion: str):
+    """``--motion``: None for ``random`` poses, the DeepMimic clips for ``deepmimic``, else one BVH file."""
+    from humanvision.data.synthetic.motion import deepmimic_clips, load_deepmimic, read_bvh
+
+    if motion == "random":
+        return None
+    if motion == "deepmimic":
+        try:
+            return [load_deepmimic(c) for c in deepmimic_clips()]
+        except ImportError as e:
+            raise typer.BadParameter(str(e), param_hint="--motion") from None
+    if not Path(motion).is_file():
+        raise typer.BadParameter(f"{motion!r} is neither 'random', 'deepmimic' nor a BVH file", param_hint="--motion")
+    return [read_bvh(motion)[0]]
+
+
 def _pair(text: str, sep: str, what: str) -> tuple[int, int]:
     try:
         parts = [int(v) for v in text.lower().split(sep)]
@@ -56,7 +72,6 @@ def synth(
     from rich.table import Table
 
     from humanvision.data.synthetic import FORMATS, SceneConfig, contact_sheet, generate, generate_frame
-    from humanvision.data.synthetic.motion import deepmimic_clips, load_deepmimic, read_bvh
 
     fmt = format_arg or fmt
     if fmt in _IDENTITY_FORMATS:
@@ -73,17 +88,7 @@ def synth(
                     "nturgbd_parsing": "512x424"}[fmt]
     w, h = _pair(size or default_size, "x", "--size")
     lo, hi = _pair(people, "-", "--people")
-    clips = None
-    if motion == "deepmimic":
-        try:
-            clips = [load_deepmimic(c) for c in deepmimic_clips()]
-        except ImportError as e:
-            raise typer.BadParameter(str(e), param_hint="--motion") from None
-    elif motion != "random":
-        if not Path(motion).is_file():
-            raise typer.BadParameter(f"{motion!r} is neither 'random', 'deepmimic' nor a BVH file",
-                                     param_hint="--motion")
-        clips = [read_bvh(motion)[0]]
+    clips = _motion_clips(motion)
     views = 4 if fmt == "h36m" and views == 1 else views
     cfg = SceneConfig(size=(w, h), views=views, people=(lo, hi), motion=clips, occluder_prob=occluders,
                       distortion=distortion)
@@ -172,20 +177,9 @@ def _identity_format(out: Path, fmt: str, num: int, size: str, seed: int, motion
     from rich.table import Table
 
     from humanvision.data.synthetic import identities
-    from humanvision.data.synthetic.motion import deepmimic_clips, load_deepmimic, read_bvh
 
     w, h = _pair(size or _IDENTITY_FORMATS[fmt], "x", "--size")
-    clips = None
-    if motion == "deepmimic":
-        try:
-            clips = [load_deepmimic(c) for c in deepmimic_clips()]
-        except ImportError as e:
-            raise typer.BadParameter(str(e), param_hint="--motion") from None
-    elif motion != "random":
-        if not Path(motion).is_file():
-            raise typer.BadParameter(f"{motion!r} is neither 'random', 'deepmimic' nor a BVH file",
-                                     param_hint="--motion")
-        clips = [read_bvh(motion)[0]]
+    clips = _motion_clips(motion)
     fn = {"market1501": identities.generate_market1501, "pa100k": identities.generate_pa100k,
           "cuhk_pedes": identities.generate_cuhk_pedes, "person_crops": identities.generate_person_crops}[fmt]
     console = Console()

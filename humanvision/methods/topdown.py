@@ -71,12 +71,17 @@ class DataConfig:
     the json's folder). ``source: mpii`` reads the mmpose MPII json layout and evaluates PCKh with the head boxes
     of ``val_gt`` (``mpii_gt_val.mat``, same person order as ``val_ann``). ``source: synthetic`` generates a COCO-format set of synthetic people into
     ``synthetic_dir`` the first time (``synthetic_train`` / ``synthetic_val`` images of ``synthetic_size``).
+    ``source: h36m`` reads the Human3.6M multi-view labels (``train_ann`` = ``val_ann`` = the ``.npy``, images under
+    ``*_images`` = the ``processed/`` folder) as one sample per (frame, camera) with the 3D joints projected to 2D
+    (:class:`~humanvision.data.readers.Human36MViews`): ``train_subjects`` / ``val_subjects``, every
+    ``val_every``-th validation frame; evaluation is PCK@0.2 of the box size and the mean pixel error (what LT's
+    2D backbone is fine-tuned on before triangulation).
     ``det_results``: a person-detection json for evaluation with detected boxes (else ground-truth boxes).
     ``cache_images``: keep every decoded training image in memory after its first use (per loader process), so
     later epochs skip the decoding; for small sets such as the synthetic one (12,000 256x256 images: 2.4 GB).
     """
 
-    source: Literal["coco", "mpii", "synthetic"] = "coco"
+    source: Literal["coco", "mpii", "synthetic", "h36m"] = "coco"
     train_ann: Path | None = must_exist()
     train_images: Path | None = must_exist()
     val_ann: Path | None = must_exist()
@@ -94,6 +99,9 @@ class DataConfig:
     sigma: float | None = None
     dark: bool = True
     cache_images: bool = False
+    train_subjects: list[str] = field(default_factory=lambda: ["S1", "S5", "S6", "S7", "S8"])
+    val_subjects: list[str] = field(default_factory=lambda: ["S9", "S11"])
+    val_every: int = 1
 
 
 @dataclass
@@ -331,6 +339,8 @@ def train_reader(data: DataConfig, skeleton: str):
     _require(data, "train_ann")
     if data.source == "mpii":
         return MpiiJson(data.train_ann, data.train_images, skeleton=skeleton)
+    if data.source == "h36m":
+        return _h36m_views(data, data.train_ann, data.train_images, data.train_subjects, 1, skeleton)
     return CocoKeypoints(data.train_ann, data.train_images, skeleton=skeleton, mode="instance")
 
 
@@ -341,11 +351,26 @@ def eval_reader(data: DataConfig, skeleton: str, det_results: str | Path | None 
     _require(data, "val_ann")
     if data.source == "mpii":
         return MpiiJson(data.val_ann, data.val_images, skeleton=skeleton)
+    if data.source == "h36m":
+        if det_results is not None or data.det_results is not None:
+            raise ConfigError("data.det_results: Human3.6M views are evaluated on their ground-truth boxes")
+        return _h36m_views(data, data.val_ann, data.val_images, data.val_subjects, data.val_every, skeleton)
     dets = det_results if det_results is not None else data.det_results
     if dets is not None:
         return CocoDetections(dets, data.val_ann, data.val_images, skeleton=skeleton,
                               score_threshold=data.det_score_thr)
     return CocoKeypoints(data.val_ann, data.val_images, skeleton=skeleton, mode="instance", min_keypoints=1)
+
+
+def _h36m_views(data: DataConfig, labels: Path, images: Path | None, subjects: list[str], every: int, skeleton: str):
+    from humanvision.data.readers import Human36MViews
+
+    if images is None:
+        raise ConfigError("data.train_images / data.val_images: the Human3.6M processed/ folder is required")
+    reader = Human36MViews(labels, images, subjects=subjects, every_n=every, skeleton=skeleton)
+    if len(reader) == 0:
+        raise ConfigError(f"data: no views of subjects {subjects} in {labels}")
+    return reader
 
 
 # ----------------------------------------------------------------------------------------------- inference
@@ -430,6 +455,8 @@ def evaluate_topdown(method: TopDownPose, recipe: TopDownRecipe, out_dir: str | 
                          progress=progress, precision=prec, channels_last=cl)
     if recipe.data.source == "mpii":
         return _evaluate_mpii(pred, recipe, out_dir)
+    if recipe.data.source == "h36m":
+        return _evaluate_views(pred, reader, out_dir)
     return coco_metrics(pred, reader, sk, recipe.eval, recipe.data.val_ann, out_dir,
                         extra={"precision": pred["choice"].label})
 
@@ -460,6 +487,27 @@ def coco_metrics(pred: dict[str, Any], reader, skeleton, eval_cfg: EvalConfig, v
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         (out / "results.json").write_text(json.dumps(results))
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    return metrics
+
+
+def _evaluate_views(pred: dict[str, Any], reader, out_dir: str | Path | None) -> dict[str, Any]:
+    """Ground-truth-box views with projected joints (``source: h36m``): PCK@0.2 / @0.05 of the box size (%), the
+    mean pixel error of the visible joints, and their count."""
+    from humanvision.metrics.pck import bbox_size_norm, keypoint_pck
+
+    idx = pred["indices"].astype(int)
+    gt, vis, boxes = reader.keypoints[idx], reader.flags[idx] > 0, reader.boxes[idx]
+    err = np.linalg.norm(pred["keypoints"] - gt, axis=-1)
+    metrics: dict[str, Any] = {
+        f"PCK@{t}": float(keypoint_pck(pred["keypoints"], gt, bbox_size_norm(boxes), mask=vis, thr=t).pck)
+        for t in (0.2, 0.05)}
+    metrics.update(mean_error_px=float(err[vis].mean()) if vis.any() else float("nan"), num_views=len(idx),
+                   precision=pred["choice"].label)
+    if out_dir is not None:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        np.save(out / "pred_keypoints.npy", pred["keypoints"][np.argsort(idx)])
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
 

@@ -12,6 +12,7 @@ write_occluded_subset  a COCO keypoint file scoring only mostly occluded people 
 MpiiJson               MPII in mmpose's json (center/scale/joints/joints_vis, 1-based)
 read_mpii_gt_mat       ``mpii_gt_val.mat`` (PCKh ground truth)
 Human36MMultiView      learnable-triangulation ``human36m-multiview-labels-*.npy`` + processed image tree
+Human36MViews          the same labels, one single-view sample per (frame, camera) with projected 2D joints
 Human36MPoses          raw Human3.6M ``MyPoseFeatures/D3_Positions/*.cdf`` (32 mocap joints -> h36m17)
 Human36MEccv           Human3.6M ECCV'18 challenge, integral-human-pose ``*_keypoint_jnt_bbox_db.pkl`` (h36m17_vp)
 LspJoints              LSP ``joints.mat`` (3, 14, N) and LSP-extended ``joints.mat`` (14, 3, N) (lsp14)
@@ -62,6 +63,7 @@ from humanvision.data.readers.h36m import (
     Human36MEccv,
     Human36MMultiView,
     Human36MPoses,
+    Human36MViews,
     read_h36m_cdf,
 )
 from humanvision.data.readers.itop import ItopReader
@@ -134,6 +136,7 @@ __all__ = [
     "Human36MMultiView",
     "Human36MParsing",
     "Human36MPoses",
+    "Human36MViews",
     "ItopReader",
     "LspJoints",
     "MpiInf3dhpTest",

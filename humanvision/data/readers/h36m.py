@@ -63,6 +63,7 @@ __all__ = [
     "Human36MEccv",
     "Human36MMultiView",
     "Human36MPoses",
+    "Human36MViews",
     "read_h36m_cdf",
 ]
 
@@ -244,6 +245,68 @@ class Human36MMultiView(Reader):
             source=self.source, index=index, identity=subject,
             attributes={"subject": subject, "action": action},
             meta={"frame_idx": fr, "row": int(self.rows[index]), "view_mask": self.present[index].copy()})
+
+
+
+class Human36MViews(Reader):
+    """The same labels as :class:`Human36MMultiView`, one single-view sample per (frame, present camera).
+
+    What a 2D network trains on (LT fine-tunes its 2D backbone on Human3.6M crops) and what ContextPose validates
+    on (its single-view expansion, pose3d.md §3.1). Arguments are :class:`Human36MMultiView`'s. Each sample is
+    that view's :class:`Sample` plus ``keypoints_2d (1, K, 2)``, the 3D joints projected through the view's camera
+    (image pixels; distorted when the images are), and ``visibility (1, K)``: 1 inside the image, 0 outside or
+    behind the camera. ``keypoints (M, K, 2)``, ``flags (M, K)`` (COCO-style 2 / 0) and ``boxes (M, 4)`` (xywh) hold all of them
+    for metrics; ``frame_index (M,)`` / ``camera_index (M,)`` say which frame and camera each sample is.
+    """
+
+    def __init__(self, labels: str | Path, root: str | Path, **kwargs) -> None:
+        self.frames = Human36MMultiView(labels, root, **kwargs)
+        self.source, self.skeleton = self.frames.source, self.frames.skeleton
+        f = self.frames
+        self.frame_index, self.camera_index = (a.astype(np.int64) for a in np.nonzero(f.present))
+        kp3d = f.keypoints.astype(np.float64)
+        n, k = len(self.frame_index), f.skeleton.num_joints
+        self.keypoints = np.zeros((n, k, 2), np.float32)
+        self.flags = np.zeros((n, k), np.int64)
+        self.boxes = np.zeros((n, 4), np.float32)
+        for s in np.unique(f.subject_idx):
+            for c in range(len(f.camera_names)):
+                sel = np.flatnonzero((f.subject_idx[self.frame_index] == s) & (self.camera_index == c))
+                if not len(sel):
+                    continue
+                cam = f.camera(int(s), c)
+                X = kp3d[self.frame_index[sel]]
+                depth = np.asarray(cam.depth(X), np.float64)
+                uv = np.asarray(cam.project(X), np.float64)
+                inside = np.isfinite(uv).all(-1) & (depth > 0)
+                if cam.image_size is not None:
+                    w, h = cam.image_size
+                    inside &= (uv[..., 0] >= 0) & (uv[..., 0] < w) & (uv[..., 1] >= 0) & (uv[..., 1] < h)
+                self.keypoints[sel] = np.where(inside[..., None], uv, 0.0)
+                self.flags[sel] = np.where(inside, 2, 0)
+        top, left, bottom, right = np.moveaxis(f.bboxes_tlbr[self.frame_index, self.camera_index], -1, 0)
+        self.boxes[:] = np.stack([left, top, right - left, bottom - top], -1)
+
+    def __len__(self) -> int:
+        return len(self.frame_index)
+
+    @property
+    def subjects(self) -> list[str]:
+        return [self.frames.subject_names[int(s)] for s in self.frames.subject_idx[self.frame_index]]
+
+    @property
+    def actions(self) -> list[str]:
+        return [self.frames.action_names[int(a)] for a in self.frames.action_idx[self.frame_index]]
+
+    def _get(self, index: int) -> Sample:
+        frame, c = int(self.frame_index[index]), int(self.camera_index[index])
+        views = self.frames[frame]
+        view = views.views[views.view_names.index(self.frames.camera_names[c])]
+        view.keypoints_2d = self.keypoints[index][None].copy()
+        view.visibility = (self.flags[index][None] > 0).astype(np.float32)
+        view.index = index
+        view.meta.update(frame=frame, camera_index=c, view_mask=views.meta["view_mask"])
+        return view
 
 
 # --------------------------------------------------------------------------- raw .cdf pose files

@@ -159,23 +159,60 @@ def run_volumetric(args: argparse.Namespace, root: Path, work: Path, cpu_budget:
         recipe.model.base, recipe.model.base_noise_mm, recipe.model.base_run = "algebraic", 0.0, work / "alg"
         volumetric.build_datasets(recipe, cache_dir=base)
     steps = args.steps_3d
-    if cpu_budget is not None:
-        probe = volumetric_recipe(args, root, work / "vol_probe", args.probe_steps, base)
-        probe.train.eval_every = 10**6
-        c0 = cpu_minutes()
-        volumetric.run_training(probe, quiet=True)
-        per_step = (cpu_minutes() - c0) / args.probe_steps
+    if cpu_budget is not None:  # CPU per step = the difference of two short runs (fixed costs cancel)
+        used = []
+        for k, n in enumerate((args.probe_steps, 2 * args.probe_steps)):
+            probe = volumetric_recipe(args, root, work / f"vol_probe{k}", n, base)
+            probe.data.val_subjects = ()  # training steps only: no validation at the end of the probe
+            c0 = cpu_minutes()
+            volumetric.run_training(probe, quiet=True)
+            used.append(cpu_minutes() - c0)
+        per_step = max(used[1] - used[0], 1e-6) / args.probe_steps
         steps = max(1, int(cpu_budget / per_step))
-        print(f"volumetric: {per_step * 60:.2f} CPU s per step (probe) -> {steps} steps "
-              f"for {cpu_budget:.1f} CPU minutes", flush=True)
+        print(f"volumetric: {per_step * 60:.2f} CPU s per step (probes) -> {steps} steps for {cpu_budget:.1f} CPU "
+              "minutes", flush=True)
     out = work / "vol"
     recipe = volumetric_recipe(args, root, out, steps, base)
+    val_subjects, recipe.data.val_subjects = recipe.data.val_subjects, ()  # one evaluation, after training
     t0, c0 = time.perf_counter(), cpu_minutes()
     summary = volumetric.run_training(recipe, quiet=True)
+    recipe.data.val_subjects = val_subjects
     minutes, cpu = (time.perf_counter() - t0) / 60, cpu_minutes() - c0
     metrics = volumetric.evaluate_weights(recipe, out, out_dir=out / "eval")
     return {"arm": "vol", "steps": summary["step"], "minutes": minutes, "cpu_minutes": cpu, **flatten(metrics),
             "base_pelvis_error": metrics.get("base_pelvis_error")}
+
+
+def run_monocular(args: argparse.Namespace, root: Path, work: Path, arm: str) -> dict:
+    """Claim 2: ContextPose (``cp_mono``) against the same network without its context module (``plain_mono``:
+    a residual block instead, no attention loss) on one view per sample, both from stage 0 for ``--steps-mono``
+    steps, their cuboids around the ``alg`` arm's pelvis (CP's privileged multi-view centring, §3.1)."""
+    from humanvision.methods import contextpose
+
+    train_s, val_s = subjects(args)
+    base = work / "vol_base"
+    if args.val_every_mono % args.val_every:
+        raise SystemExit("--val-every-mono must be a multiple of --val-every (the alg arm's pelvis frames)")
+    if not (base / "train.npz").is_file():
+        raise SystemExit("the monocular arms centre their cuboids on the alg arm's pelvis: run the vol arm first")
+    out = work / arm
+    recipe = contextpose.load_recipe("configs/contextpose_synthetic.yaml", [
+        "data.source=h36m", f"data.labels={root / LABELS}", f"data.root={root / 'processed'}",
+        f"data.train_subjects={json.dumps(train_s)}", "data.val_subjects=[]",
+        f"data.objects_per_epoch={args.steps_mono * args.batch_vol}", f"model.input_size={args.input}",
+        f"model.volume_size={args.volume_size}", "model.base=algebraic", "model.base_noise_mm=0",
+        f"model.base_train_predictions={base / 'train.npz'}", f"model.base_val_predictions={base / 'val.npz'}",
+        f"model.context={str(arm == 'cp_mono').lower()}", f"model.weights={work / 'stage0_2d'}",
+        "train.epochs=1", f"train.max_steps={args.steps_mono}", "train.max_minutes=null",
+        f"train.batch_size={args.batch_vol}", f"train.seed={args.seed}", f"train.precision={args.precision_vol}",
+        f"lr_groups.backbone={args.lr_3d}", "train.progress=false", f"train.output_dir={out}"])
+    t0, c0 = time.perf_counter(), cpu_minutes()
+    summary = contextpose.run_training(recipe, quiet=True)
+    minutes, cpu = (time.perf_counter() - t0) / 60, cpu_minutes() - c0
+    recipe.data.val_subjects, recipe.data.val_every = tuple(val_s), args.val_every_mono
+    m = contextpose.evaluate_weights(recipe, out, out_dir=out / "eval")
+    return {"arm": arm, "steps": summary["step"], "minutes": minutes, "cpu_minutes": cpu, **flatten(m),
+            "bone_length_error": m["bone_length_error"], "samples": m["count"]}
 
 
 def flatten(metrics: dict) -> dict:
@@ -209,6 +246,8 @@ def main() -> None:
     p.add_argument("--equal-cpu", action=argparse.BooleanOptionalAction, default=True,
                    help="give vol the alg arm's CPU minutes (measured) instead of --steps-3d steps")
     p.add_argument("--probe-steps", type=int, default=5)
+    p.add_argument("--steps-mono", type=int, default=80, help="steps of each monocular arm (claim 2)")
+    p.add_argument("--val-every-mono", type=int, default=10, help="every n-th held-out frame, x every camera")
     p.add_argument("--precision-vol", default="fp32",
                    help="vol's training precision (auto picked bf16 here, and one bf16 smoke run hit a NaN loss)")
     p.add_argument("--seed", type=int, default=0)
@@ -240,13 +279,17 @@ def main() -> None:
         if arm in arms:
             rows.append(run_algebraic(args, root, work, arm, stage0))
             print(rows[-1], flush=True)
+    for arm in ("plain_mono", "cp_mono"):
+        if arm in arms:
+            rows.append(run_monocular(args, root, work, arm))
+            print(rows[-1], flush=True)
     if "vol" in arms:
         alg = [r for r in rows if r["arm"] == "alg"]
         budget = alg[0]["cpu_minutes"] if alg and args.equal_cpu else None
         rows.append(run_volumetric(args, root, work, budget))
         print(rows[-1], flush=True)
 
-    cols = sorted({k for r in rows for k in r if "mpjpe" in k})
+    cols = sorted({k for r in rows for k in r if "mpjpe" in k or k == "bone_length_error"})
     print(f"\n{'arm':<12} {'steps':>6} {'cpu min':>8} " + " ".join(f"{c:>28}" for c in cols))
     for r in rows:
         cpu = r.get("cpu_minutes")

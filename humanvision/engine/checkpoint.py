@@ -34,6 +34,7 @@ __all__ = [
     "STATE_FILE",
     "Checkpoint",
     "load_checkpoint",
+    "load_state_checked",
     "load_state_strict",
     "load_weights",
     "read_weights",
@@ -152,14 +153,15 @@ def read_weights(path: str | Path, key: str = "weights") -> tuple[dict[str, torc
     return read_checkpoint(file), str(file)
 
 
-def load_state_strict(module: torch.nn.Module, path: str | Path, key: str = "weights") -> None:
-    """Load a trained method (a run folder, checkpoint folder or weights file) into ``module`` strictly: a missing,
-    unexpected or differently shaped key is a DataError naming the key and the file."""
+def load_state_checked(module: torch.nn.Module, state: dict[str, torch.Tensor], file: str,
+                       may_miss: tuple[str, ...] = ()) -> None:
+    """Load ``state`` (read from ``file``) into ``module``: every key of the module must be there (except names
+    ending in ``may_miss``), no other key, every shape equal; else a DataError naming the key and the file."""
     from humanvision.errors import DataError
 
-    state, file = read_weights(path, key)
     own = module.state_dict()
-    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    missing = sorted(k for k in set(own) - set(state) if not k.endswith(may_miss))
+    unexpected = sorted(set(state) - set(own))
     if missing or unexpected:
         raise DataError(f"not a checkpoint of this model: missing keys {missing[:4]}, unexpected {unexpected[:4]}",
                         file=file, field=(missing or unexpected)[0])
@@ -167,7 +169,13 @@ def load_state_strict(module: torch.nn.Module, path: str | Path, key: str = "wei
         if tuple(v.shape) != tuple(own[k].shape):
             raise DataError(f"shape {tuple(v.shape)} does not match the model's {tuple(own[k].shape)}", file=file,
                             field=k)
-    module.load_state_dict(state)
+    module.load_state_dict(state, strict=not may_miss)
+
+
+def load_state_strict(module: torch.nn.Module, path: str | Path, key: str = "weights") -> None:
+    """Load a trained method (a run folder, checkpoint folder or weights file) into ``module`` strictly: a missing,
+    unexpected or differently shaped key is a DataError naming the key and the file."""
+    load_state_checked(module, *read_weights(path, key))
 
 
 def load_weights(path: str | Path, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:

@@ -25,7 +25,10 @@ from typing import Literal
 import torch
 from torch import nn
 
-__all__ = ["AMP_DTYPES", "PrecisionChoice", "autocast", "candidates", "choose", "choose_for_inference",
+from humanvision.errors import ConfigError
+
+__all__ = ["AMP_DTYPES", "PrecisionChoice", "autocast", "candidates", "channels_last_possible", "choose",
+           "choose_for_inference",
            "describe_rates", "label"]
 
 #: autocast dtype of each precision name (fp32: autocast off).
@@ -67,9 +70,22 @@ def label(precision: str, channels_last: bool) -> str:
     return precision + ("+channels_last" if channels_last else "")
 
 
-def candidates(device: torch.device, precision: str | Auto, channels_last: bool | Auto
-               ) -> list[tuple[str, bool]]:
-    """The (precision, channels_last) pairs worth timing on ``device``; a single pair needs no measurement."""
+def channels_last_possible(module: nn.Module | None) -> bool:
+    """Whether ``module`` can take the channels-last memory format: torch's takes only 4-D weights, so a model
+    with 5-D ones (``Conv3d``: V2V, ContextPose) cannot."""
+    return module is None or all(p.ndim != 5 for p in module.parameters())
+
+
+def candidates(device: torch.device, precision: str | Auto, channels_last: bool | Auto,
+               module: nn.Module | None = None) -> list[tuple[str, bool]]:
+    """The (precision, channels_last) pairs worth timing on ``device``; a single pair needs no measurement.
+    ``channels_last: auto`` never offers channels-last for a ``module`` that cannot take it (and ``True`` for one
+    is a :class:`~humanvision.errors.ConfigError`)."""
+    if not channels_last_possible(module):
+        if channels_last is True:
+            raise ConfigError("train.channels_last: this model has 5-D (3D convolution) weights, which the "
+                              "channels-last memory format cannot hold; use false or auto")
+        channels_last = False
     if precision == "auto":
         if device.type == "cuda":
             precisions = ["bf16" if torch.cuda.is_bf16_supported() else "fp16"]
@@ -163,6 +179,6 @@ def choose_for_inference(module: nn.Module, forward: Callable[[torch.Tensor], ob
         with torch.no_grad(), autocast(device, prec):
             forward(images.contiguous(memory_format=fmt) if images.ndim == 4 else images)
 
-    choice = choose(run, candidates(device, precision, channels_last), len(images), device=device)
+    choice = choose(run, candidates(device, precision, channels_last, module), len(images), device=device)
     module.to(memory_format=torch.channels_last if choice.channels_last else torch.contiguous_format)
     return choice

@@ -406,7 +406,7 @@ class Trainer:
         if recorded is not None:
             precision = recorded["precision"] if precision == "auto" else precision
             channels_last = recorded["channels_last"] if channels_last == "auto" else channels_last
-        options = candidates(self.device, precision, channels_last)
+        options = candidates(self.device, precision, channels_last, self.model)
         if len(options) == 1:
             self.choice = PrecisionChoice(*options[0], measured=False,
                                           rates=dict(recorded.get("rates", {})) if recorded else {})

@@ -1,4 +1,5 @@
-"""Geometry for human pose: cameras and distortion, rotations, triangulation, Procrustes, boxes and affine crops.
+"""Geometry for human pose: cameras and distortion, rotations, triangulation, Procrustes, boxes and affine crops,
+volumes (cuboid grids, unprojection, view aggregation).
 
 Everything accepts numpy arrays and torch tensors (torch paths are differentiable) and is batched over leading axes.
 """
@@ -10,3 +11,4 @@ from humanvision.geometry.distortion import *
 from humanvision.geometry.procrustes import *
 from humanvision.geometry.rotation import *
 from humanvision.geometry.triangulation import *
+from humanvision.geometry.volume import *

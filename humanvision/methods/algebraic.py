@@ -84,6 +84,7 @@ __all__ = [
     "is_algebraic_recipe",
     "load_recipe",
     "load_weights_into",
+    "mpjpe_report",
     "mse_smooth_loss",
     "normalize_confidences",
     "prepare_synthetic",
@@ -676,12 +677,23 @@ def evaluate_algebraic(method: AlgebraicTriangulation, dataset: MultiViewCrops, 
         w = np.broadcast_to(w[..., None], uv.shape[:-1])
         results["argmax_dlt"] = triangulate_dlt(P, uv, w)
         results["ransac"] = triangulate_ransac(P, uv, w, threshold=ransac_threshold, refine=ransac_refine).points
+    return mpjpe_report(results, gt, actions, subjects, primary="algebraic", out_dir=out_dir)
+
+
+def mpjpe_report(results: dict[str, np.ndarray], gt: np.ndarray, actions: list[str], subjects: list[str], *,
+                 primary: str, extra: dict[str, float] | None = None, out_dir: str | Path | None = None
+                 ) -> dict[str, Any]:
+    """The §4.1 report of several predictions ``results`` (name -> ``(N, J, 3)`` world mm) of the frames ``gt``
+    (``actions`` / ``subjects`` per frame): ``count``, ``{name_}mpjpe_relative`` / ``{name_}mpjpe_absolute``
+    (no prefix for ``primary``), ``extra`` floats, and ``tables`` (per action with trials merged, per subject,
+    per joint); written to ``out_dir/metrics.json`` when given. Shared by the algebraic and volumetric methods."""
     tables = {name: _mpjpe_pair(pred, gt, actions, subjects) for name, pred in results.items()}
     metrics: dict[str, Any] = {"count": float(len(gt))}
     for name, t in tables.items():
-        prefix = "" if name == "algebraic" else f"{name}_"
+        prefix = "" if name == primary else f"{name}_"
         metrics[f"{prefix}mpjpe_relative"] = float(t["relative"]["mpjpe"])
         metrics[f"{prefix}mpjpe_absolute"] = float(t["absolute"]["mpjpe"])
+    metrics.update({k: float(v) for k, v in (extra or {}).items()})
     metrics["tables"] = tables
     if out_dir is not None:
         out = Path(out_dir)

@@ -34,8 +34,8 @@ from humanvision.models.heads import DeconvHead, SimpleHead
 from humanvision.models.hourglass import Hourglass3D as Hourglass3D
 from humanvision.models.lateral import LateralPose
 from humanvision.models.mae import PoseMAE
-from humanvision.models.pct import MixerLayer, PCTHead, PCTTokenizer
 from humanvision.models.parsing import ParsingHRNet as ParsingHRNet
+from humanvision.models.pct import MixerLayer, PCTHead, PCTTokenizer
 from humanvision.models.pct_swin import PCTSwinHeatmap, SwinV2TransformerRPE2FC
 from humanvision.models.person_vit import AttributeViT as AttributeViT
 from humanvision.models.person_vit import ReIDViT as ReIDViT

@@ -39,7 +39,7 @@ def _task_module(source):
 def _load_recipe(config: Path, overrides: list[str], unchecked: tuple[str, ...] = ()):
     """The recipe; paths under ``unchecked`` keys are not required to exist (a command that does not use them)."""
     from humanvision.config import load_config
-    from humanvision.methods import algebraic, hap, hcmoco, monocular3d, pct
+    from humanvision.methods import algebraic, contextpose, hap, hcmoco, monocular3d, pct, volumetric
     from humanvision.methods.topdown import TopDownRecipe
 
     if hap.is_hap_recipe(config):  # a `pretrain` section (methods/hap.py: HAP / MAE pre-training)
@@ -54,6 +54,10 @@ def _load_recipe(config: Path, overrides: list[str], unchecked: tuple[str, ...] 
         return monocular3d.load_recipe(config, overrides, unchecked=unchecked)
     if algebraic.is_algebraic_recipe(config):  # `triangulation: algebraic` (methods/algebraic.py)
         return algebraic.load_recipe(config, overrides, unchecked=unchecked)
+    if volumetric.is_volumetric_recipe(config):  # `triangulation: volumetric` (methods/volumetric.py)
+        return volumetric.load_recipe(config, overrides, unchecked=unchecked)
+    if contextpose.is_contextpose_recipe(config):  # `triangulation: contextpose` (methods/contextpose.py)
+        return contextpose.load_recipe(config, overrides, unchecked=unchecked)
     return load_config(config, TopDownRecipe, overrides, unchecked=unchecked)
 
 
@@ -93,7 +97,7 @@ def run_training(recipe, resume: bool = False, quiet: bool = False) -> dict:
     """Train the recipe (generating synthetic data first when the recipe asks for it); returns the fit summary."""
     from humanvision.config import save_config
     from humanvision.engine import Trainer, seed_everything
-    from humanvision.methods import algebraic, hap, hcmoco, monocular3d, pct
+    from humanvision.methods import algebraic, contextpose, hap, hcmoco, monocular3d, pct, volumetric
     from humanvision.methods.topdown import (
         TopDownDataset,
         build_method,
@@ -115,6 +119,10 @@ def run_training(recipe, resume: bool = False, quiet: bool = False) -> dict:
         return monocular3d.run_training(recipe, resume=resume)
     if algebraic.is_algebraic_recipe(recipe):
         return algebraic.run_training(recipe, resume=resume, quiet=quiet)
+    if volumetric.is_volumetric_recipe(recipe):
+        return volumetric.run_training(recipe, resume=resume, quiet=quiet)
+    if contextpose.is_contextpose_recipe(recipe):
+        return contextpose.run_training(recipe, resume=resume, quiet=quiet)
     seed_everything(recipe.train.seed)  # the initial weights are a function of the recipe, like the data order
     method = build_method(recipe)  # before any data work: a bad model name or argument fails at once
     prepare_synthetic(recipe.data, quiet=quiet)
@@ -166,7 +174,7 @@ def evaluate(config: Path = typer.Argument(..., help="YAML recipe (see configs/)
     monocular 3D recipe, MPJPE on its Human3.6M validation subjects (pose3d.md §5.7: the seed's 4000 mm
     bone-length protocol, Protocol #1 and #2, per action)."""
     from humanvision.errors import ConfigError, HumanVisionError
-    from humanvision.methods import algebraic, hap, hcmoco, monocular3d, pct
+    from humanvision.methods import algebraic, contextpose, hap, hcmoco, monocular3d, pct, volumetric
     from humanvision.methods.topdown import build_method, evaluate_topdown, prepare_synthetic
 
     if hap.is_hap_recipe(config) or hcmoco.is_hcmoco_recipe(config):
@@ -183,12 +191,19 @@ def evaluate(config: Path = typer.Argument(..., help="YAML recipe (see configs/)
             _fail(e)
         _print_metrics(f"{recipe.name}: {weights}", {k: v for k, v in metrics.items() if isinstance(v, float)})
         return
-    if algebraic.is_algebraic_recipe(config):  # multi-view 3D: MPJPE of the method and of its two baselines
+    # multi-view 3D (algebraic: MPJPE of the method and its two baselines; volumetric: and the base error) and
+    # ContextPose (every view a sample: MPJPE, bone-length and base errors); crops come from ground-truth boxes
+    three_d = [(algebraic, algebraic.is_algebraic_recipe, ("model.weights",)),
+               (volumetric, volumetric.is_volumetric_recipe, ("model.weights", "model.base_train_predictions")),
+               (contextpose, contextpose.is_contextpose_recipe, ("model.weights", "model.base_train_predictions"))]
+    for module, is_recipe, unchecked in three_d:
+        if not is_recipe(config):
+            continue
         try:
             if dets is not None:
-                raise ConfigError("--dets: multi-view evaluation crops every view by its ground-truth box")
-            recipe = _load_recipe(config, set_, unchecked=("model.weights",))
-            metrics = algebraic.evaluate_weights(recipe, weights, out_dir=out)
+                raise ConfigError("--dets: 3D evaluation crops every view by its ground-truth box")
+            recipe = _load_recipe(config, set_, unchecked=unchecked)
+            metrics = module.evaluate_weights(recipe, weights, out_dir=out)
         except HumanVisionError as e:
             _fail(e)
         _print_metrics(f"{recipe.name}: {weights} (mm)", {k: v for k, v in metrics.items() if isinstance(v, float)})
@@ -275,47 +290,53 @@ def _fit_frame(image, size: tuple[int, int]):
     return canvas
 
 
-def _process_inputs(files: list[Path], out: Path, process, suffix: str = "_pose") -> tuple[dict[str, list], int]:
+def _process_inputs(files: list[Path], out: Path, process, suffix: str = "_pose",
+                    video_stats: dict[str, dict] | None = None) -> tuple[dict[str, list], int]:
     """Run ``process(image, name, video) -> (overlay, records)`` on every image file and every frame of every video
     (``image`` RGB uint8; ``name`` the image's file name, or ``{video stem}_{frame:06d}`` for a frame, the key of
     --boxes; ``video`` the video's path or None). Writes ``{stem}{suffix}.png`` per image and ``{stem}{suffix}.mp4``
     per video; returns the predictions (file name, or ``{video name}#{frame}``, -> records) and the number of
-    images and frames. An image or video that cannot be read, or bad input for one (a box without area), stops
-    the command with an error naming the file; what was written before it stays."""
+    images and frames. An image or video that cannot be opened, or bad input for one (a box without area), stops
+    the command with an error naming the file; what was written before it stays. Unreadable frames of a video
+    (a corrupt frame, a file that ends early) are skipped: their count is printed, and the read / skipped counts
+    per video go to ``video_stats`` (video file name -> :attr:`humanvision.runtime.VideoFrames.stats`) and
+    ``videos.json``."""
     import cv2
     import torch
 
     from humanvision.data.io import read_image, write_image
-    from humanvision.errors import DataError, HumanVisionError
+    from humanvision.errors import HumanVisionError
+    from humanvision.runtime.video import VideoFrames
 
     predictions: dict[str, list] = {}
     frames = 0
+    video_stats = {} if video_stats is None else video_stats
     with torch.no_grad():
         for f in files:
             if f.suffix.lower() in VIDEO_EXTS:
-                cap = cv2.VideoCapture(str(f))
-                if not cap.isOpened():
-                    _fail(DataError("cannot open video", file=str(f)))
-                fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
-                writer, size, i = None, None, 0
-                while True:
-                    ok, frame = cap.read()
-                    if not ok:
-                        break
+                try:
+                    reader = VideoFrames(f)
+                except HumanVisionError as e:
+                    _fail(e)
+                writer, size = None, None
+                for i, frame in reader:  # RGB; unreadable frames are skipped (counted in reader.stats)
                     try:
-                        vis, res = process(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB), f"{f.stem}_{i:06d}", f)
+                        vis, res = process(frame, f"{f.stem}_{i:06d}", f)
                     except HumanVisionError as e:
                         _fail(e)
                     if writer is None:
                         size = (vis.shape[1], vis.shape[0])
                         writer = cv2.VideoWriter(str(out / f"{f.stem}{suffix}.mp4"), cv2.VideoWriter_fourcc(*"mp4v"),
-                                                 fps, size)
+                                                 reader.fps, size)
                     writer.write(cv2.cvtColor(_fit_frame(vis, size), cv2.COLOR_RGB2BGR))
                     predictions[f"{f.name}#{i}"] = res
-                    i, frames = i + 1, frames + 1
-                cap.release()
+                    frames += 1
                 if writer is not None:
                     writer.release()
+                stats = video_stats[f.name] = reader.stats
+                if stats["frames_skipped"]:
+                    typer.echo(f"{f}: {stats['frames_read']} frame(s) read, {stats['frames_skipped']} unreadable "
+                               f"frame(s) skipped{' (the file ends early)' if stats['truncated'] else ''}")
                 continue
             try:
                 vis, res = process(read_image(f), f.name, None)
@@ -324,6 +345,8 @@ def _process_inputs(files: list[Path], out: Path, process, suffix: str = "_pose"
             write_image(out / f"{f.stem}{suffix}.png", vis)
             predictions[f.name] = res
             frames += 1
+    if video_stats:
+        (out / "videos.json").write_text(json.dumps(video_stats, indent=1))
     return predictions, frames
 
 
@@ -337,10 +360,23 @@ def infer(inputs: list[Path] = typer.Argument(..., help="Images, folders of imag
           coco_ann: Path | None = typer.Option(None, "--coco-ann", help="COCO json whose images these are: "
                                                "results.json then uses its image ids (for `evaluate coco`)."),
           set_: list[str] = typer.Option([], "--set", help=SET_HELP),
+          detector: str | None = typer.Option(None, "--detector", help="Person detector for the images --boxes "
+                                              "does not list: an .onnx detector (YOLOX / RTMDet layouts), "
+                                              "torchvision:NAME:WEIGHTS (local weights), a .json detection or "
+                                              "COCO file, or 'whole' (default: the whole image)."),
+          det_thr: float | None = typer.Option(None, "--det-thr", help="Detector score threshold (default: the "
+                                               "detector's own, 0.3 ONNX / 0.5 torchvision)."),
+          track: bool = typer.Option(True, "--track/--no-track", help="Videos: track people across frames "
+                                     "(OKS + IoU): track_id in the records and {video}_tracks.json per frame."),
+          smooth: bool = typer.Option(False, "--smooth/--no-smooth", help="Videos: One-Euro smoothing of the "
+                                      "tracked keypoints."),
           ) -> None:
     """Predict poses: writes a skeleton overlay per image (an .mp4 per video), predictions.json (per file) and
     results.json (a COCO keypoint result list: image ids from --coco-ann, else numeric file names such as
-    000000000139.jpg, else the input order, written to image_ids.json).
+    000000000139.jpg, else the input order, written to image_ids.json). People are found by --detector (every
+    person above --det-thr; an image without one has no records) except in the images --boxes lists. In videos
+    they are tracked (--track): each record gets a track_id and {video stem}_tracks.json holds the people of every
+    frame; unreadable frames are skipped, counted on the console and in videos.json.
 
     A monocular 3D recipe (configs/zhou3d_*.yaml) writes per image the 2D overlay (MPII-16) next to a 3D plot per
     person ({stem}_pose3d.png, an .mp4 per video) and predictions.json with, per person, the 3D joints (mm,
@@ -349,10 +385,11 @@ def infer(inputs: list[Path] = typer.Argument(..., help="Images, folders of imag
     import numpy as np
     import torch
 
+    from humanvision.cli.infer_video import TrackedVideos, detect_boxes
     from humanvision.data.transforms import keypoints_to_image
     from humanvision.engine.precision import autocast, choose_for_inference, describe_rates
     from humanvision.errors import ConfigError, DataError, HumanVisionError
-    from humanvision.methods import algebraic, hap, monocular3d, pct
+    from humanvision.methods import algebraic, contextpose, hap, monocular3d, pct, volumetric
     from humanvision.methods.topdown import build_method, build_transform, to_coco_results
     from humanvision.viz import draw_boxes, draw_skeleton
 
@@ -365,12 +402,21 @@ def infer(inputs: list[Path] = typer.Argument(..., help="Images, folders of imag
                           "(its predictions.json becomes pre-training keypoints through "
                           "humanvision.data.readers.person_crops.keypoints_from_predictions)"))
     if monocular3d.is_monocular3d_recipe(config):
+        if detector is not None:
+            _fail(ConfigError("--detector: monocular 3D recipes take --boxes (or the whole image)"))
         _infer_monocular3d(inputs, config, weights, boxes, out, threshold, coco_ann, set_)
         return
     if algebraic.is_algebraic_recipe(config):
         _fail(ConfigError("--config: a multi-view (algebraic triangulation) recipe needs synchronised calibrated "
                           "views, not single images; `humanvision eval` runs it on its validation subjects, and "
                           "`humanvision triangulate` turns per-camera 2D detections into 3D"))
+    if contextpose.is_contextpose_recipe(config):
+        _fail(ConfigError("--config: a ContextPose recipe needs a calibrated camera and a 3D base point per "
+                          "image; `humanvision eval` runs it on its validation subjects"))
+    if volumetric.is_volumetric_recipe(config):
+        _fail(ConfigError("--config: a multi-view (volumetric triangulation) recipe needs synchronised calibrated "
+                          "views and a 3D base point per frame, not single images; `humanvision eval` runs it on "
+                          "its validation subjects"))
     try:  # inference needs no data paths of the recipe, and --weights replaces model.weights
         recipe = _load_recipe(config, set_, unchecked=("data.", "model.weights", "model.backbone_weights"))
         if pct.is_pct_recipe(recipe):  # PCT stage II has the same predict / transform surface
@@ -379,6 +425,13 @@ def infer(inputs: list[Path] = typer.Argument(..., help="Images, folders of imag
         method = build_method(recipe, weights=weights).eval()
         transform = build_transform(method, recipe.data, train=False)
         box_map = _load_boxes(boxes)
+        if smooth and not track:
+            raise ConfigError("--smooth: the smoothing follows tracks; drop --no-track")
+        det = None
+        if detector is not None and detector != "whole":
+            from humanvision.models.detectors import build_detector
+
+            det = build_detector(detector, score_thr=det_thr)
         files = _expand_inputs(inputs)
         known_ids = _coco_image_ids(coco_ann)
         for f in files:
@@ -397,10 +450,15 @@ def infer(inputs: list[Path] = typer.Argument(..., help="Images, folders of imag
                                else len(image_ids))
         return image_ids[name]
 
+    tracked = TrackedVideos(smooth, method.skeleton.name) if track else None
+
     def run(image: np.ndarray, name: str, video: Path | None) -> tuple[np.ndarray, list[dict]]:
         nonlocal choice
-        h, w = image.shape[:2]
-        bxs = box_map.get(Path(name).stem, [((0.0, 0.0, float(w), float(h)), 1.0)])
+        bxs = box_map.get(Path(name).stem) or detect_boxes(det, image, name)
+        if not bxs:  # the detector found nobody
+            if tracked is not None and video is not None:
+                tracked.update(video, name, [], None, None, [])
+            return image, []
         crops, centers, scales = [], [], []
         for bbox, _ in bxs:
             img, _, meta = transform(image, bbox=bbox, record=name)
@@ -422,14 +480,20 @@ def infer(inputs: list[Path] = typer.Argument(..., help="Images, folders of imag
                 "areas": np.asarray(scales).prod(1), "indices": np.arange(len(bxs))}
         results = to_coco_results(pred, [image_id(name)] * len(bxs), method.skeleton, recipe.eval.rescore_thr,
                                   recipe.eval.nms_thr)
-        vis = draw_boxes(image, np.array([b for b, _ in bxs], dtype=np.float64))
+        labels = None  # in videos: the track ids (and smoothed keypoints) of the records
+        if tracked is not None and video is not None:
+            labels = tracked.update(video, name, bxs, kp_img, pred["scores"], results)
+        vis = draw_boxes(image, np.array([b for b, _ in bxs], dtype=np.float64), labels=labels)
         if results:
             k = np.array([r["keypoints"] for r in results]).reshape(len(results), -1, 3)
             vis = draw_skeleton(vis, k[..., :2], method.skeleton, scores=k[..., 2], threshold=threshold)
         return vis, results
 
     t0 = time.perf_counter()
-    predictions, frames = _process_inputs(files, out, run)  # file (or video#frame) -> its COCO result records
+    video_stats: dict[str, dict] = {}
+    predictions, frames = _process_inputs(files, out, run, video_stats=video_stats)  # file / video#frame -> records
+    if tracked is not None:
+        tracked.write(out, video_stats)  # {video stem}_tracks.json
     (out / "predictions.json").write_text(json.dumps(predictions))
     (out / "results.json").write_text(json.dumps([r for rs in predictions.values() for r in rs]))
     if not known_ids and not numeric:

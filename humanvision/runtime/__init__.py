@@ -4,9 +4,20 @@ Nothing here imports torch or timm: numpy, ``opencv-python-headless`` and ``onnx
 are all it needs. The package's core dependencies still name torch, so on a machine without it install
 ``pip install --no-deps humanvision`` plus those three. :class:`PoseEstimator` reads the preprocessing and decoding contract that
 ``humanvision export`` writes into the ONNX metadata (see :mod:`humanvision.runtime.pose`).
+Person detectors (:mod:`~humanvision.runtime.detectors`: ONNX YOLOX / RTMDet, box files, the whole image),
+tracking and One-Euro smoothing (:mod:`~humanvision.runtime.tracking`) and robust video reading with tracked
+inference (:mod:`~humanvision.runtime.video`) need nothing more.
 """
 
 from humanvision.runtime.codec import decode_heatmaps
+from humanvision.runtime.detectors import (
+    BoxFileDetector,
+    Detector,
+    DetectorLayoutError,
+    OnnxDetector,
+    WholeImageDetector,
+    load_detector,
+)
 from humanvision.runtime.pose import (
     FORMAT,
     METADATA_KEY,
@@ -16,6 +27,10 @@ from humanvision.runtime.pose import (
     check_metadata,
     read_metadata,
 )
+from humanvision.runtime.tracking import OneEuroFilter, PoseTracker, TrackSmoother
+from humanvision.runtime.video import VideoError, VideoFrames, VideoPoseTracks, track_video
 
-__all__ = ["FORMAT", "METADATA_KEY", "METADATA_VERSION", "MetadataError", "PoseEstimator", "check_metadata",
-           "decode_heatmaps", "read_metadata"]
+__all__ = ["FORMAT", "METADATA_KEY", "METADATA_VERSION", "BoxFileDetector", "Detector", "DetectorLayoutError",
+           "MetadataError", "OneEuroFilter", "OnnxDetector", "PoseEstimator", "PoseTracker", "TrackSmoother",
+           "VideoError", "VideoFrames", "VideoPoseTracks", "WholeImageDetector", "check_metadata", "decode_heatmaps",
+           "load_detector", "read_metadata", "track_video"]

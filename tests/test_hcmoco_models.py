@@ -357,7 +357,8 @@ def test_semgcn_layers_and_keypoint_head():
         gcn(torch.zeros(2, 13, 2))
     coco = create_model("hcmoco_tiny", skeleton="coco13")
     assert coco.num_joints == 13 and coco.encoder3.gconv_output.e.shape == (1, 37)
-    assert list_models("hcmoco_*") == ["hcmoco_hrnet_w18", "hcmoco_hrnet_w32", "hcmoco_tiny"]
+    assert list_models("hcmoco_*") == ["hcmoco_hrnet_w18", "hcmoco_hrnet_w18_pn", "hcmoco_hrnet_w32", "hcmoco_pn_tiny",
+                                       "hcmoco_tiny"]
 
 
 # ============================================================================================= the HCMoCo model

@@ -293,6 +293,16 @@ def test_init_from_flat_hrnet_and_hcmoco_state_dicts(tmp_path):
         mine, theirs = getattr(rgbd, name).state_dict(), getattr(hc, name).state_dict()
         assert all(torch.equal(mine[k], v) for k, v in theirs.items())
     assert all(k.startswith("seg_head.") for k in rep.left) and rep.left
+    # our own HCMoCo pre-training run folder: model.* keys beside the memory bank in last/model.safetensors
+    from safetensors.torch import save_file
+
+    (tmp_path / "run" / "last").mkdir(parents=True)
+    save_file({**{f"model.{k}": v.contiguous() for k, v in hc.state_dict().items()},
+               "bank.memory_1": torch.zeros(4, 128)}, str(tmp_path / "run" / "last" / "model.safetensors"))
+    from_run = create_model("parsing_hrnet_tiny")
+    rep = from_run.init_encoder(tmp_path / "run", "encoder1")
+    assert rep.layout == "hcmoco:encoder1" and "bank.memory_1" not in rep.dropped
+    assert all(torch.equal(from_run.encoder.state_dict()[k], v) for k, v in hc.encoder1.state_dict().items())
     # a missing trunk key is an error naming it
     del flat["conv1.weight"]
     with pytest.raises(DataError, match="HRNet keys missing"):

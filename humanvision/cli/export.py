@@ -34,6 +34,9 @@ def export(config: Path = typer.Argument(..., help="YAML recipe the weights were
                                       help="Compare onnxruntime with PyTorch right after the export."),
            tolerance: float = typer.Option(1e-4, "--tolerance", help="Largest |heatmap difference| accepted (fp32)."),
            set_: list[str] = typer.Option([], "--set", help=SET_HELP),
+           densepose: bool = typer.Option(False, "--densepose",
+                                          help="HCMoCo recipes: also write rgb_encoder_densepose.pkl, the RGB "
+                                               "encoder as detectron2's DensePose loads it (MODEL.WEIGHTS)."),
            ) -> None:
     """Export a top-down heatmap model (ViTPose, HRNet, SimpleBaseline, lateral, PCT stage-0) to ONNX: dynamic
     batch axis, the crop / normalisation / codec / skeleton contract in the ONNX metadata (read by
@@ -41,7 +44,8 @@ def export(config: Path = typer.Argument(..., help="YAML recipe the weights were
 
     A pre-training recipe exports its encoders instead, as plain state dicts the downstream recipes' ``init``
     takes: HAP / MAE -> a timm ViT (``--out encoder.pth`` or ``.safetensors``); HCMoCo -> ``rgb_encoder.pth`` and
-    ``depth_encoder.pth`` (flat HRNet) in the folder ``--out``."""
+    ``depth_encoder.pth`` (flat HRNet; ``point_encoder.pth`` for the point-cloud variant) in the folder ``--out``,
+    with ``--densepose`` also ``rgb_encoder_densepose.pkl`` (detectron2's checkpoint format)."""
     from rich.console import Console
     from rich.table import Table
 
@@ -56,7 +60,7 @@ def export(config: Path = typer.Argument(..., help="YAML recipe the weights were
             if hap.is_hap_recipe(config):
                 written = {"encoder": hap.export_encoder(weights, out)}
             else:
-                written = hcmoco.export_encoders(weights, out)
+                written = hcmoco.export_encoders(weights, out, densepose=densepose)
         except HumanVisionError as e:
             _fail(e)
         for name, path in written.items():

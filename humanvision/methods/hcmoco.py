@@ -37,7 +37,14 @@ on NTU RGB+D (RGB + depth + skeleton) mixed with MPII or COCO (RGB + keypoints, 
    1 / count). The training accuracies of every loss term (``acc_*``) are logged with the losses.
 7. **export** (A.6, :func:`export_encoders`): ``rgb_encoder.pth`` / ``depth_encoder.pth``, the flat HRNet state
    dicts of ``encoder1`` / ``encoder2`` (``transfer_ckpt.py`` / ``transfer_ckpt_depth.py``), checked to load
-   strictly into :class:`~humanvision.models.hcmoco.HRNetEncoder` before they are written.
+   strictly into :class:`~humanvision.models.hcmoco.HRNetEncoder` before they are written; for the point-cloud
+   variant ``point_encoder.pth`` (the PointNet++ trunk) in place of ``depth_encoder.pth``; with ``densepose``
+   also ``rgb_encoder_densepose.pkl``, the RGB encoder as detectron2 loads it (A.7.1,
+   :mod:`humanvision.models.detectron2_export`).
+8. **point-cloud variant** (A.3.4, ``hcmoco.depth_encoder: pointnet`` with an ``hcmoco_*_pn*`` model,
+   :class:`~humanvision.models.hcmoco.HCMoCoPN`): the dataset adds ``grid_rc`` / ``frame_hw`` / ``depth_mean``
+   (:func:`~humanvision.data.readers.ntu.ntu_point_fields`; zeros for keypoint-only samples, whose point cloud is
+   then all zeros) and the model builds and samples the cloud itself; losses, bank, stages and masking unchanged.
 
 Checkpoints are the engine's (``<output_dir>/last``): ``model.*`` = the official ``ckpt['model']`` keys without
 ``module.``, ``bank.memory_{1,2,3}`` = ``ckpt['contrast']['memory_{1,2,3}']``. Under DDP the bank is left out of
@@ -72,7 +79,9 @@ from humanvision.data.readers.ntu import (
     HcmocoSample,
     NtuHcmoco,
     hcmoco_norm_joints,
+    ntu_crop_params,
     ntu_hcmoco_sample,
+    ntu_point_fields,
 )
 from humanvision.engine import TrainConfig
 from humanvision.engine.distributed import sample_seeds
@@ -82,7 +91,9 @@ from humanvision.geometry.affine import affine_points, bbox_xywh_to_cs, get_affi
 from humanvision.methods.hcmoco_losses import CMCMemoryBank, hcmoco_loss
 from humanvision.models.hcmoco import (
     TINY_HRNET,
+    TINY_POINTNET,
     HCMoCo,
+    HCMoCoPN,
     HRNetEncoder,
     convert_official_checkpoint,
     extract_encoder,
@@ -113,7 +124,10 @@ class HCMoCoConfig:
     per image): A.5's 16384, 0.07, 0.5, 400. ``bank_seed``: seeds the bank's initial rows. ``lr_schedule``:
     ``epoch`` (:class:`EpochCosineSchedule`, needs ``train.schedule: cosine`` and no warm-up) or ``engine``
     (the engine's per-step ``train.schedule``). ``decay_all_params``: weight decay on every parameter, biases and
-    BN included (the original). ``eval_samples``: NTU crops of the retrieval evaluation (0: no evaluation)."""
+    BN included (the original). ``eval_samples``: NTU crops of the retrieval evaluation (0: no evaluation).
+    ``depth_encoder``: ``hrnet`` (A.3.1) or ``pointnet`` (A.3.4, the code's ``--arch HRNetPN``: PointNet++ on the
+    back-projected depth crop; needs an ``HCMoCoPN`` model such as ``hcmoco_hrnet_w18_pn`` / ``hcmoco_pn_tiny``,
+    whose ``model_args.num_points`` sets the points per crop)."""
 
     stage: int = 1
     model: str = "hcmoco_hrnet_w18"
@@ -129,15 +143,22 @@ class HCMoCoConfig:
     lr_schedule: Literal["epoch", "engine"] = "epoch"
     decay_all_params: bool = True
     eval_samples: int = 64
+    depth_encoder: Literal["hrnet", "pointnet"] = "hrnet"
 
     def __post_init__(self) -> None:
         from humanvision.models import is_model, list_models
+        from humanvision.models.hcmoco import is_point_cloud_model
 
         if isinstance(self.stage, bool) or self.stage not in (1, 2):
             raise ConfigError(f"hcmoco.stage: 1 (sample-level loss) or 2 (all four losses), got {self.stage!r}")
         if not (is_model(self.model) and self.model.startswith("hcmoco_")):
             raise ConfigError(f"hcmoco.model: expected one of {', '.join(list_models('hcmoco_*'))}, got "
                               f"{self.model!r}")
+        if is_point_cloud_model(self.model) != (self.depth_encoder == "pointnet"):
+            kind = "a PointNet++" if is_point_cloud_model(self.model) else "an HRNet"
+            raise ConfigError(f"hcmoco.depth_encoder: {self.depth_encoder!r} but hcmoco.model {self.model!r} has "
+                              f"{kind} depth encoder; point-cloud models: "
+                              f"{', '.join(m for m in list_models('hcmoco_*') if is_point_cloud_model(m))}")
         if self.stage == 2 and self.init is None:
             raise ConfigError("hcmoco.init: stage 2 starts from the stage-1 run (its weights and memory bank); set "
                               "it to the stage-1 output_dir or checkpoint")
@@ -333,16 +354,21 @@ class HcmocoDataset(Dataset):
 
     ``dataset[i]`` is :func:`sample_to_item` of item ``i`` (its ``index`` field is ``i``: the memory-bank row).
     Randomness comes from one generator per item seeded from numpy's global state, which the engine seeds per
-    draw (:class:`~humanvision.engine.distributed.SeededDataset`); :meth:`item` takes an explicit generator."""
+    draw (:class:`~humanvision.engine.distributed.SeededDataset`); :meth:`item` takes an explicit generator.
+
+    ``point_cloud`` (the ``HRNetPN`` variant, A.3.4): every item also holds ``grid_rc`` ``(2, S, S)``,
+    ``frame_hw`` ``(2,)`` and ``depth_mean`` ``()`` (:func:`~humanvision.data.readers.ntu.ntu_point_fields`; all
+    zeros for keypoint-only items, which have no depth); the 9 fields are the same as without it."""
 
     def __init__(self, ntu: NtuHcmoco, keypoint_only: KeypointOnlyHcmoco | None = None,
-                 visibility_typo: bool = False) -> None:
+                 visibility_typo: bool = False, point_cloud: bool = False) -> None:
         if keypoint_only is not None and keypoint_only.joint_set.name != ntu.joint_set.name:
             raise ConfigError(f"joint sets differ: NTU {ntu.joint_set.name}, keypoint source "
                               f"{keypoint_only.joint_set.name}")
         if len(ntu) == 0:
             raise DataError("no NTU frame found", file=str(ntu.root))
         self.ntu, self.db, self.visibility_typo = ntu, keypoint_only, bool(visibility_typo)
+        self.point_cloud = bool(point_cloud)
         self.num_db = 0 if keypoint_only is None else len(keypoint_only)
         self.num_ntu = len(ntu)
 
@@ -362,11 +388,23 @@ class HcmocoDataset(Dataset):
             raise IndexError(f"index {index} out of range for {len(self)} samples")
         if index < self.num_db:
             sample = self.db.sample(index, index, rng)
-        else:
-            j = index - self.num_db
-            sample = ntu_hcmoco_sample(self.ntu.frame(j), index, rng, self.ntu.joint_set, self.ntu.crop_size,
-                                       self.visibility_typo)
-        return sample_to_item(sample)
+            item = sample_to_item(sample)
+            if self.point_cloud:  # no depth: zeros, so the cloud is all zeros (pointnet2.hcmoco_point_cloud)
+                S = self.db.crop_size
+                item.update(grid_rc=torch.zeros(2, S, S), frame_hw=torch.zeros(2), depth_mean=torch.tensor(0.0))
+            return item
+        j = index - self.num_db
+        frame = self.ntu.frame(j)
+        crop = None
+        if self.point_cloud:  # the crop drawn here, as ntu_hcmoco_sample would (same rng, same sample)
+            crop = ntu_crop_params(rng, frame["depth"].shape[1], frame["depth"].shape[0], frame["d_loc"])
+        sample = ntu_hcmoco_sample(frame, index, rng, self.ntu.joint_set, self.ntu.crop_size, self.visibility_typo,
+                                   crop=crop)
+        item = sample_to_item(sample)
+        if crop is not None:
+            item.update({k: torch.from_numpy(np.asarray(v)) for k, v in
+                         ntu_point_fields(frame, crop, self.ntu.crop_size).items()})
+        return item
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         return self.item(index, np.random.default_rng(np.random.randint(0, 2**63 - 1, dtype=np.int64)))
@@ -470,7 +508,7 @@ def build_dataset(recipe: HCMoCoRecipe) -> HcmocoDataset:
                                drop_crowd=True)
         db = KeypointOnlyHcmoco(reader, "coco", data.crop_size, data.scale_factor, data.rotation_factor,
                                 data.rotation_prob)
-    return HcmocoDataset(ntu, db, data.visibility_typo)
+    return HcmocoDataset(ntu, db, data.visibility_typo, point_cloud=recipe.hcmoco.depth_encoder == "pointnet")
 
 
 def sampler_fn(dataset: HcmocoDataset, recipe: HCMoCoRecipe) -> Callable[[int, int], Sampler] | None:
@@ -488,7 +526,8 @@ class HCMoCoPretrain(nn.Module):
     hcmoco_loss`'s dict: ``loss``, every term and accuracy. ``rgbd`` is split 3 + 3 channels; ``norm_joints``
     feeds SemGCN; ``index`` selects the bank rows (updated in training mode, after the logits)."""
 
-    def __init__(self, model: HCMoCo, bank: CMCMemoryBank, stage: int = 1, num_dense_points: int = 400) -> None:
+    def __init__(self, model: HCMoCo | HCMoCoPN, bank: CMCMemoryBank, stage: int = 1,
+                 num_dense_points: int = 400) -> None:
         super().__init__()
         if stage not in (1, 2):
             raise ConfigError(f"hcmoco.stage: 1 or 2, got {stage!r}")
@@ -505,8 +544,16 @@ class HCMoCoPretrain(nn.Module):
         rgbd = batch["rgbd"]
         if rgbd.dim() != 4 or rgbd.shape[1] != 6:
             raise DataError(f"expected rgbd (B, 6, S, S), got {tuple(rgbd.shape)}", field="rgbd")
+        points: dict[str, torch.Tensor] = {}
+        if isinstance(self.model, HCMoCoPN):  # the point-cloud variant builds its input from these fields
+            missing = [k for k in HCMoCoPN.batch_fields if k not in batch]
+            if missing:
+                raise DataError(f"the point-cloud model {self.model.model_name or 'HCMoCoPN'} needs the batch fields "
+                                f"{', '.join(missing)} (a dataset built with hcmoco.depth_encoder: pointnet)",
+                                field=missing[0])
+            points = {k: batch[k] for k in HCMoCoPN.batch_fields}
         return self.model(rgbd[:, :3], rgbd[:, 3:], batch["norm_joints"],
-                          dense=self.stage == 2 if dense is None else dense)
+                          dense=self.stage == 2 if dense is None else dense, **points)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         out = self.encode(batch)
@@ -605,9 +652,12 @@ def build_method(recipe: HCMoCoRecipe, num_samples: int, *, init: bool = True, q
     if init and cfg.stage == 1 and cfg.imagenet_weights is not None:
         state = read_checkpoint(cfg.imagenet_weights)
         for enc in (model.encoder1, model.encoder2):
+            if not isinstance(enc, HRNetEncoder):  # the point-cloud variant's PointNet++ has no ImageNet init
+                continue
             dropped = enc.load_pretrained(state, source=str(cfg.imagenet_weights))
         if not quiet:
-            print(f"init: both HRNets from {cfg.imagenet_weights} (dropped {len(dropped)} classification keys)")
+            which = "the RGB HRNet" if isinstance(model, HCMoCoPN) else "both HRNets"
+            print(f"init: {which} from {cfg.imagenet_weights} (dropped {len(dropped)} classification keys)")
     if init and cfg.stage == 2:
         report = load_stage1(method, cfg.init)
         if not quiet:
@@ -748,19 +798,52 @@ def _hrnet_for(flat: dict[str, torch.Tensor], file: str) -> tuple[str, dict[str,
     return _HRNETS[tuple(widths)]
 
 
-def export_encoders(weights: str | Path, out_dir: str | Path) -> dict[str, Path]:
+#: The PointNet++ configurations a point-cloud HCMoCo model can hold (``PointNet2MSG`` arguments; None: the default,
+#: HCMoCo's A.3.4 network).
+_POINTNETS: dict[str, dict[str, Any] | None] = {"hcmoco": None, "tiny": TINY_POINTNET}
+
+
+def _check_point_encoder(flat: dict[str, torch.Tensor], file: str) -> str:
+    """The name in :data:`_POINTNETS` of the PointNet++ whose state dict ``flat`` is (strict load on meta)."""
+    from humanvision.models.pointnet2 import PointNet2MSG
+
+    for name, args in _POINTNETS.items():
+        with torch.device("meta"):
+            net = PointNet2MSG(**(args or {}))
+        try:
+            net.load_state_dict(flat, strict=True, assign=True)
+        except RuntimeError:
+            continue
+        return name
+    raise DataError(f"encoder2 is a PointNet++ of none of the known configurations {list(_POINTNETS)}", file=file)
+
+
+def export_encoders(weights: str | Path, out_dir: str | Path, *, densepose: bool = False) -> dict[str, Path]:
     """Write ``rgb_encoder.pth`` (``encoder1``) and ``depth_encoder.pth`` (``encoder2``) into ``out_dir``: flat
     HRNet state dicts as ``transfer_ckpt.py`` / ``transfer_ckpt_depth.py`` write them (A.6; keys ``conv1.weight``,
     ``layer1.0.conv1.weight``, ``stage4.2.fuse_layers.*`` ...), saved with ``torch.save`` (plain tensors: they load
     with ``weights_only=True``). ``weights``: our run folder / checkpoint / ``model.safetensors`` or an official
     ``.pth``. Each dict is checked to load strictly into :class:`~humanvision.models.hcmoco.HRNetEncoder` of its
-    width (W18, W32 or ``hcmoco_tiny``'s) before it is written. Returns ``{"rgb": path, "depth": path}``."""
+    width (W18, W32 or ``hcmoco_tiny``'s) before it is written. Returns ``{"rgb": path, "depth": path}``.
+
+    Point-cloud variant (``encoder2`` a PointNet++): ``point_encoder.pth`` (the flat ``PointNet2MSG`` state dict,
+    ``sa.*`` / ``fp.*``, checked to load strictly into HCMoCo's A.3.4 network or :data:`~humanvision.models.
+    hcmoco.TINY_POINTNET`'s; key ``"point"``) in place of ``depth_encoder.pth``. ``densepose``: also
+    ``rgb_encoder_densepose.pkl`` (key ``"densepose"``), the RGB encoder in detectron2's checkpoint format under
+    ``backbone.bottom_up.`` (A.7.1, :mod:`humanvision.models.detectron2_export`; no neck)."""
+    from humanvision.models.detectron2_export import export_densepose
+
     model_state, _, file = read_pretraining_checkpoint(weights, key="weights")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {}
     for name, which in (("rgb", "encoder1"), ("depth", "encoder2")):
         flat = {k: v.detach().cpu().contiguous() for k, v in extract_encoder(model_state, which).items()}
+        if which == "encoder2" and any(k.startswith("sa.") for k in flat):  # the point-cloud variant
+            _check_point_encoder(flat, file)
+            paths["point"] = out / "point_encoder.pth"
+            torch.save(flat, paths["point"])
+            continue
         variant, args = _hrnet_for(flat, file)
         with torch.device("meta"):
             enc = HRNetEncoder(variant, hrnet_args=args)
@@ -770,4 +853,6 @@ def export_encoders(weights: str | Path, out_dir: str | Path) -> dict[str, Path]
             raise DataError(f"{which} does not load into HRNetEncoder({variant!r}): {e}", file=file) from None
         paths[name] = out / f"{name}_encoder.pth"
         torch.save(flat, paths[name])
+        if densepose and name == "rgb":
+            paths["densepose"] = export_densepose(flat, out / "rgb_encoder_densepose.pkl")
     return paths

@@ -53,12 +53,28 @@ any other registered skeleton uses its limbs.
 ``transfer_ckpt.py`` / ``transfer_ckpt_depth.py``: the flat HRNet state dict of ``encoder1`` or ``encoder2``, which
 loads into :class:`HRNetEncoder`, into timm's ``hrnet_w18`` / ``hrnet_w32`` trunk and into the official seg HRNet.
 
+**Point-cloud variant (A.3.4, ``--arch HRNetPN``, ``CMC3HRNetSGCNPN2SingleHead``).** :class:`HCMoCoPN` replaces the
+depth HRNet by PointNet++ MSG (:class:`~humanvision.models.pointnet2.PointNet2MSG`, no ImageNet init). Its input is
+built inside ``forward`` from the sample's depth crop (:func:`~humanvision.models.pointnet2.hcmoco_point_cloud`):
+every crop pixel back-projected with its original-frame (row, col) (``grid_rc``, the NTUSeg ``grid_xy``), then
+``num_points`` (4096) foreground pixels drawn with replacement (in eval mode from a generator seeded 0, so
+evaluations are repeatable and leave the global RNG alone). Same attribute names as :class:`HCMoCo`:
+``encoder2`` = the PointNet++ trunk (per-point 128-d features), ``head2`` = ``mean over points -> Linear(128,
+feat_dim) -> L2``, ``encoder2_linear`` = ``Conv1d(128, gcn_dim, bias=False) + BN1d + ReLU`` per point (stage 2
+only), whose output is interpolated (3-NN, inverse distance) to every crop pixel's 3D point and nearest-resized to
+the RGB dense map's size (stride 4), so the losses take it unchanged. Keypoint-only samples (no depth) get
+all-zero points (the analogue of the HRNet's all-zero input, pitfall 4); the losses mask them by ``true_depth``
+exactly as for the HRNet. Official ``HRNetPN`` weights do not load by name (see
+:mod:`~humanvision.models.pointnet2`).
+
 Entry points: ``hcmoco_hrnet_w18``, ``hcmoco_hrnet_w32`` and ``hcmoco_tiny`` (ours, for tests: HRNet with 1 block
 per branch and 8-64 channels, a 16-wide stem, SemGCN 32 wide with 2 blocks, 32-d features); the skeleton
 picks the graph, ``in_chans`` the input channels of both HRNets (3: depth is fed as 3 identical channels,
 A.2.3). The entry points default to ``mpii16``, but :func:`~humanvision.models.create_model` always passes its own
 default ``skeleton="coco17"`` (whose limbs would make the graph): pass ``skeleton="mpii16"`` or
-``"coco13"`` for HCMoCo's graphs.
+``"coco13"`` for HCMoCo's graphs. Point-cloud variant: ``hcmoco_hrnet_w18_pn`` (HRNet-W18 + PointNet++ MSG as
+A.3.4, 4096 points) and ``hcmoco_pn_tiny`` (``hcmoco_tiny``'s RGB HRNet and SemGCN + :data:`TINY_POINTNET`, 256
+points); :func:`is_point_cloud_model` tells them apart by name.
 """
 
 from __future__ import annotations
@@ -74,11 +90,13 @@ from torch import nn
 
 from humanvision.data.readers.ntu import COCO13_PARENTS, MPII16_PARENTS
 from humanvision.errors import ConfigError, DataError
-from humanvision.models._registry import register_model
+from humanvision.models._registry import model_entrypoint, register_model
+from humanvision.models.pointnet2 import PointNet2MSG, PointNetEncoder, hcmoco_point_cloud
 
 __all__ = [
-    "HCMOCO_PARENTS", "HCMoCo", "HRNetEncoder", "L2Norm", "SemGCN", "SemGraphConv", "adjacency_from_parents",
-    "convert_official_checkpoint", "extract_encoder", "hcmoco_adjacency", "is_tree",
+    "HCMOCO_PARENTS", "TINY_POINTNET", "HCMoCo", "HCMoCoPN", "HRNetEncoder", "L2Norm", "SemGCN", "SemGraphConv",
+    "adjacency_from_parents", "convert_official_checkpoint", "extract_encoder", "hcmoco_adjacency",
+    "is_point_cloud_model", "is_tree",
 ]
 
 #: HCMoCo's skeleton graphs (A.2.2) by name: the parent tables kept with the joint sets in
@@ -422,6 +440,118 @@ class HCMoCo(nn.Module):
         return out
 
 
+#: The PointNet++ of ``hcmoco_pn_tiny`` (ours, for CPUs and tests): 2 SA levels (64, 16 centres; radii in metres,
+#: 0.1-0.4) and 2 FP levels, 32-d per-point features (:class:`~humanvision.models.pointnet2.PointNet2MSG` args).
+TINY_POINTNET: dict[str, Any] = {
+    "npoints": (64, 16),
+    "radii": ((0.1, 0.2), (0.2, 0.4)),
+    "nsamples": ((8, 16), (8, 16)),
+    "mlps": (((8, 16), (16, 16)), ((32,), (32,))),
+    "fp_mlps": ((32,), (32, 32)),
+}
+
+
+class HCMoCoPN(nn.Module):
+    """HCMoCo's point-cloud variant (A.3.4): RGB HRNet + PointNet++ MSG on the back-projected depth crop + SemGCN.
+
+    Args:
+        num_points: points drawn per crop from the foreground, with replacement (4096 in HCMoCo; fewer on CPUs).
+        pointnet_args: :class:`~humanvision.models.pointnet2.PointNet2MSG` arguments (default: HCMoCo's, A.3.4);
+            its per-point output width feeds ``head2`` and ``encoder2_linear``.
+        The rest as :class:`HCMoCo` (the HRNet arguments apply to the RGB encoder only).
+
+    ``forward`` takes the depth crop and the point-cloud fields of the batch (see :meth:`forward`) and returns
+    :class:`HCMoCo`'s dict plus ``points`` ``(B, num_points, 3)``, the sampled cloud.
+    """
+
+    model_name: str = ""
+    #: batch fields ``forward`` needs besides ``rgbd`` / ``norm_joints`` (written by the dataset when
+    #: ``hcmoco.depth_encoder: pointnet``)
+    batch_fields: tuple[str, ...] = ("grid_rc", "frame_hw", "depth_mean", "depth_mask")
+
+    def __init__(self, skeleton: str = "mpii16", *, hrnet: str = "hrnet_w18", in_chans: int = 3,
+                 feat_dim: int = 128, gcn_dim: int = 128, gcn_blocks: int = 4, dense_heads: bool = True,
+                 parents: Sequence[int] | None = None, hrnet_args: Mapping[str, Any] | None = None,
+                 fuse_upsample: str = "bilinear", bn_momentum: float = 0.01, init: str = "hrnet",
+                 num_points: int = 4096, pointnet_args: Mapping[str, Any] | None = None) -> None:
+        super().__init__()
+        if num_points < 1:
+            raise ConfigError(f"model.num_points: need >= 1, got {num_points}")
+        adj = hcmoco_adjacency(skeleton, parents)
+        self.encoder1 = HRNetEncoder(hrnet, in_chans, bn_momentum=bn_momentum, fuse_upsample=fuse_upsample,
+                                     init=init, hrnet_args=hrnet_args)
+        try:
+            self.encoder2 = PointNet2MSG(**dict(pointnet_args or {}))
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"model.pointnet_args: {e}") from None
+        self.encoder3 = SemGCN(adj, gcn_dim, gcn_dim, gcn_blocks)
+        c, p = self.encoder1.num_features, self.encoder2.out_channels
+        self.head1 = nn.Sequential(nn.Linear(c, feat_dim), L2Norm())
+        self.head2 = nn.Sequential(nn.Linear(p, feat_dim), L2Norm())
+        self.head3 = nn.Sequential(nn.Linear(gcn_dim, feat_dim), L2Norm())
+        if dense_heads:
+            self.encoder1_linear = nn.Conv2d(c, gcn_dim, 1, bias=True)
+            self.encoder2_linear = nn.Sequential(nn.Conv1d(p, gcn_dim, 1, bias=False), nn.BatchNorm1d(gcn_dim),
+                                                 nn.ReLU(inplace=True))
+            nn.init.kaiming_normal_(self.encoder2_linear[0].weight)
+        self.skeleton, self.num_joints, self.feat_dim = skeleton, adj.shape[0], feat_dim
+        self.dense_heads, self.num_points = dense_heads, int(num_points)
+        self.model_args: dict[str, Any] = {}
+        self.default_cfg: dict[str, Any] = {"model": self.model_name, "skeleton": skeleton, "hrnet": hrnet,
+                                            "feat_dim": feat_dim, "num_joints": self.num_joints,
+                                            "num_points": self.num_points}
+
+    def forward(self, rgb: torch.Tensor, depth: torch.Tensor, joints: torch.Tensor, *, grid_rc: torch.Tensor,
+                frame_hw: torch.Tensor, depth_mean: torch.Tensor, depth_mask: torch.Tensor,
+                dense: bool | None = None, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """Encode one batch.
+
+        Args:
+            rgb: ``(B, in_chans, S, S)``; depth: ``(B, C, S, S)`` (the replicated, mean-centred depth; channel 0 is
+                used) or ``(B, S, S)``; joints: ``(B, J, 2)`` ``norm_joints``.
+            grid_rc, frame_hw, depth_mean, depth_mask: the crop's original-frame pixel coordinates ``(B, 2, S,
+                S)``, the frame size ``(B, 2)``, the subtracted foreground mean ``(B,)`` and the foreground ``(B, S,
+                S)`` (see :func:`~humanvision.models.pointnet2.hcmoco_point_cloud`).
+            dense: also compute the dense maps (default: when the dense heads exist).
+            generator: the point draw's generator (default: the global RNG in training mode, a generator seeded 0
+                in eval mode).
+
+        Returns:
+            As :class:`HCMoCo` (``f_rgb``, ``f_depth``, ``f_kp``, ``kp``; with ``dense``: ``dense_rgb``,
+            ``dense_depth``, both ``(B, gcn_dim, S/4, S/4)``) plus ``points`` ``(B, num_points, 3)``.
+        """
+        d = depth[:, 0] if depth.dim() == 4 else depth
+        if generator is None and not self.training:
+            generator = torch.Generator(device=d.device).manual_seed(0)
+        cloud = hcmoco_point_cloud(d, grid_rc, frame_hw, depth_mean, depth_mask, self.num_points,
+                                   generator=generator)
+        feats1 = self.encoder1(rgb)
+        pts = self.encoder2(cloud.points)  # (B, C, P)
+        kp = self.encoder3(joints)
+        out = {"f_rgb": self.head1(HRNetEncoder.pool(feats1)), "f_depth": self.head2(pts.mean(-1)),
+               "f_kp": self.head3(kp.mean(1)), "kp": kp, "points": cloud.points}
+        if dense is None:
+            dense = self.dense_heads
+        if dense:
+            if not self.dense_heads:
+                raise ConfigError("model.dense_heads: dense maps asked of a model built without dense heads")
+            out["dense_rgb"] = self.encoder1_linear(HRNetEncoder.merge(feats1))
+            out["dense_depth"] = PointNetEncoder.dense_map(self.encoder2_linear(pts), cloud.points, cloud.pixels,
+                                                           tuple(d.shape[-2:]), tuple(out["dense_rgb"].shape[-2:]))
+        return out
+
+
+def is_point_cloud_model(name: str) -> bool:
+    """True when the registered entry point ``name`` builds an :class:`HCMoCoPN` (its return annotation)."""
+    import typing
+
+    try:
+        ret = typing.get_type_hints(model_entrypoint(name)).get("return")
+    except (NameError, TypeError):
+        return False
+    return isinstance(ret, type) and issubclass(ret, HCMoCoPN)
+
+
 # --------------------------------------------------------------------------------------------- checkpoints
 _PREFIX = "module."
 
@@ -476,8 +606,9 @@ def extract_encoder(state_dict: Mapping[str, torch.Tensor], which: str = "encode
 
 
 # ------------------------------------------------------------------------------------------------ registry
-def _create(variant: str, skeleton: Any, model_args: dict[str, Any], kwargs: dict[str, Any]) -> HCMoCo:
-    model = HCMoCo(skeleton=skeleton, **{**model_args, **kwargs})
+def _create(variant: str, skeleton: Any, model_args: dict[str, Any], kwargs: dict[str, Any],
+            cls: type[HCMoCo | HCMoCoPN] = HCMoCo) -> Any:
+    model = cls(skeleton=skeleton, **{**model_args, **kwargs})
     model.model_name = model.default_cfg["model"] = variant
     model.model_args = {"skeleton": skeleton, **kwargs}
     return model
@@ -501,3 +632,19 @@ def hcmoco_tiny(skeleton: Any = "mpii16", **kwargs: Any) -> HCMoCo:
     32-d global features."""
     args = {"hrnet": "hrnet_w18", "hrnet_args": TINY_HRNET, "feat_dim": 32, "gcn_dim": 32, "gcn_blocks": 2}
     return _create("hcmoco_tiny", skeleton, args, kwargs)
+
+
+@register_model
+def hcmoco_hrnet_w18_pn(skeleton: Any = "mpii16", **kwargs: Any) -> HCMoCoPN:
+    """HCMoCo's point-cloud variant (A.3.4): RGB HRNet-W18, PointNet++ MSG (SA npoints 4096/1024/256/64, 128-d
+    per-point output) on 4096 depth points, SemGCN (128, 4 blocks)."""
+    return _create("hcmoco_hrnet_w18_pn", skeleton, {"hrnet": "hrnet_w18"}, kwargs, HCMoCoPN)
+
+
+@register_model
+def hcmoco_pn_tiny(skeleton: Any = "mpii16", **kwargs: Any) -> HCMoCoPN:
+    """Tiny point-cloud variant for CPUs and tests: ``hcmoco_tiny``'s RGB HRNet and SemGCN, :data:`TINY_POINTNET`
+    on 256 depth points, 32-d features."""
+    args = {"hrnet": "hrnet_w18", "hrnet_args": TINY_HRNET, "feat_dim": 32, "gcn_dim": 32, "gcn_blocks": 2,
+            "num_points": 256, "pointnet_args": TINY_POINTNET}
+    return _create("hcmoco_pn_tiny", skeleton, args, kwargs, HCMoCoPN)

@@ -91,16 +91,23 @@ class InitReport:
 
 def read_state_dict(source: str | Path | Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], str]:
     """A tensor state dict and its name from a file (``.safetensors``, ``.pth``: :func:`~humanvision.models.
-    weights.read_checkpoint`, which unwraps ``model`` / ``state_dict`` and strips ``module.``) or a mapping."""
+    weights.read_checkpoint`, which unwraps ``model`` / ``state_dict`` and strips ``module.``), a run or checkpoint
+    folder (its ``model.safetensors``), or a mapping. Our HCMoCo pre-training checkpoints (``model.encoder1.*``
+    beside ``bank.memory_*``) come back as the model's keys without ``model.`` (the bank left out)."""
     if isinstance(source, Mapping):
         sd = source.get("model", source) if isinstance(source.get("model"), Mapping) else source
         state = {k.removeprefix("module."): v for k, v in sd.items() if isinstance(v, torch.Tensor)}
         return state, "state_dict"
+    from humanvision.engine.checkpoint import weights_file
     from humanvision.models.weights import read_checkpoint
 
     if not Path(source).exists():
         raise ConfigError(f"model.init: file not found: {source}")
-    return read_checkpoint(source), str(source)
+    file = weights_file(source, "model.init")
+    state = read_checkpoint(file)
+    if any(k.startswith(("model.encoder1.", "model.encoder2.")) for k in state):  # an HCMoCo run of ours
+        state = {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
+    return state, str(file)
 
 
 def _layout(state: Mapping[str, torch.Tensor]) -> str:

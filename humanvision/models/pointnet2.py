@@ -41,6 +41,11 @@ its order); ball query and 3-NN are dense distance matrices in chunks (:data:`CH
 Point clouds from depth: :func:`depth_to_points` (pinhole ``K``, the :mod:`humanvision.geometry.camera`
 conventions: pixel ``(i, j)`` is ``u = j, v = i``, camera x right, y down, z forward, metres out) and
 :func:`hcmoco_backproject` (the code's fixed ``0.0035`` back-projection of A.3.4, for fidelity).
+:func:`hcmoco_point_cloud` is the ``HRNetPN`` model's input: every crop pixel back-projected with its
+original-frame coordinates (``grid_xy`` of the NTUSeg sample, here ``grid_rc`` in (row, col) order), and
+``num_points`` foreground pixels drawn with replacement (4096 in HCMoCo). A crop without foreground (a keypoint-only
+MPII / COCO sample, whose depth is missing) gives all-zero points, the point-cloud analogue of the depth HRNet's
+all-zero input (pitfall 4): the encoder still runs on them and the losses mask them by ``true_depth``.
 """
 
 from __future__ import annotations
@@ -57,9 +62,10 @@ from torch import nn
 from humanvision.errors import DataError
 
 __all__ = [
-    "CHUNK_ELEMENTS", "FeaturePropagation", "PointNet2MSG", "PointNetEncoder", "PointSample", "SetAbstraction", "SetAbstractionMSG",
-    "SharedMLP", "ball_query", "depth_to_points", "farthest_point_sample", "gather_points", "group_points",
-    "hcmoco_backproject", "interpolate_features", "three_interpolate", "three_nn",
+    "CHUNK_ELEMENTS", "CropPointCloud", "FeaturePropagation", "PointNet2MSG", "PointNetEncoder", "PointSample",
+    "SetAbstraction", "SetAbstractionMSG", "SharedMLP", "ball_query", "depth_to_points", "farthest_point_sample",
+    "gather_points", "group_points", "hcmoco_backproject", "hcmoco_point_cloud", "interpolate_features",
+    "three_interpolate", "three_nn",
 ]
 
 
@@ -459,3 +465,64 @@ def hcmoco_backproject(depth: torch.Tensor, rows: torch.Tensor, cols: torch.Tens
         h0, w0 = frame_hw
     z = depth + mean
     return torch.stack([(rows - h0 / 2) * z * 0.0035, (w0 / 2 - cols) * z * 0.0035, z - mean], -1)
+
+
+class CropPointCloud(NamedTuple):
+    """The ``HRNetPN`` input of a batch of crops (:func:`hcmoco_point_cloud`): ``points`` ``(B, P, 3)`` the sampled
+    foreground points (zeros where ``valid`` is False), ``index`` ``(B, P)`` their flat pixel index ``row * W +
+    col`` in the crop (0 where not valid), ``pixels`` ``(B, H * W, 3)`` every crop pixel back-projected (row-major,
+    the targets of the dense map's interpolation), ``valid`` ``(B,)`` whether the crop has a foreground pixel."""
+
+    points: torch.Tensor
+    index: torch.Tensor
+    pixels: torch.Tensor
+    valid: torch.Tensor
+
+
+def hcmoco_point_cloud(depth: torch.Tensor, grid_rc: torch.Tensor, frame_hw: torch.Tensor, mean: torch.Tensor,
+                       mask: torch.Tensor, num_points: int, *, generator: torch.Generator | None = None
+                       ) -> CropPointCloud:
+    """HCMoCo's point cloud of a batch of depth crops (A.3.4).
+
+    Args:
+        depth: ``(B, H, W)`` mean-centred depth in metres, background 0 (channel 0 of the sample's depth part).
+        grid_rc: ``(B, 2, H, W)`` original-frame (row, col) of every crop pixel (the NTUSeg ``grid_xy``).
+        frame_hw: ``(B, 2)`` original frame size (H0, W0).
+        mean: ``(B,)`` the foreground mean that was subtracted (metres).
+        mask: ``(B, H, W)`` the pixels to sample (the foreground, ``depth_mask``).
+        num_points: P, points drawn per crop uniformly over ``mask`` *with replacement* (4096).
+        generator: random generator of the draw (any device; the indices are moved to ``depth``'s device);
+            default torch's global RNG of ``depth``'s device.
+
+    Every pixel is back-projected with :func:`hcmoco_backproject` (``z = depth + mean``, ``X = (row - H0/2) z
+    0.0035``, ``Y = (W0/2 - col) z 0.0035``, ``Z = depth``); the sampled points are those pixels' points. A crop
+    with an empty mask gets zero points and index 0 (``valid`` False).
+    """
+    if depth.dim() != 3:
+        raise DataError(f"expected depth (B, H, W), got {tuple(depth.shape)}", field="depth")
+    b, h, w = depth.shape
+    if tuple(grid_rc.shape) != (b, 2, h, w):
+        raise DataError(f"expected grid_rc ({b}, 2, {h}, {w}), got {tuple(grid_rc.shape)}", field="grid_rc")
+    if tuple(frame_hw.shape) != (b, 2) or tuple(mean.reshape(-1).shape) != (b,):
+        raise DataError(f"expected frame_hw ({b}, 2) and depth_mean ({b},), got {tuple(frame_hw.shape)} and "
+                        f"{tuple(mean.shape)}", field="frame_hw")
+    if tuple(mask.shape) != (b, h, w):
+        raise DataError(f"expected a ({b}, {h}, {w}) mask, got {tuple(mask.shape)}", field="depth_mask")
+    if num_points < 1:
+        raise DataError(f"num_points must be positive, got {num_points}", field="num_points")
+    depth = depth.float()
+    grid = grid_rc.to(depth)
+    pixels = hcmoco_backproject(depth, grid[:, 0], grid[:, 1], frame_hw.to(depth)[:, None, None, :],
+                                mean.to(depth).reshape(b, 1, 1)).reshape(b, h * w, 3)
+    m = mask.reshape(b, h * w).bool()
+    valid = m.any(1)
+    index = torch.zeros(b, num_points, dtype=torch.long, device=depth.device)
+    if bool(valid.any()):
+        weights = m[valid].float()
+        if generator is not None:
+            weights = weights.to(generator.device)
+        drawn = torch.multinomial(weights, num_points, replacement=True, generator=generator)
+        index[valid] = drawn.to(depth.device)
+    points = pixels.gather(1, index.unsqueeze(-1).expand(-1, -1, 3))
+    points = torch.where(valid[:, None, None], points, torch.zeros_like(points))
+    return CropPointCloud(points, index, pixels, valid)

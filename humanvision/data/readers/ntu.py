@@ -94,6 +94,7 @@ __all__ = [
     "hcmoco_norm_joints",
     "ntu_crop_params",
     "ntu_hcmoco_sample",
+    "ntu_point_fields",
     "parse_ntu_tag",
     "read_ntu_hcmoco",
     "read_ntu_skeleton",
@@ -278,13 +279,15 @@ def hcmoco_norm_joints(joints_rc: np.ndarray, visible: np.ndarray, root: int) ->
 
 def ntu_hcmoco_sample(frame: dict[str, Any], index: int, rng: np.random.Generator,
                       joint_set: str | HcmocoJointSet = "mpii16", crop_size: int = 320,
-                      visibility_typo: bool = False) -> HcmocoSample:
-    """The 9-field sample of an NTU frame (:meth:`NtuHcmoco.frame`'s dict) with A.2.3's crop and normalisation."""
+                      visibility_typo: bool = False, crop: tuple[int, int, int] | None = None) -> HcmocoSample:
+    """The 9-field sample of an NTU frame (:meth:`NtuHcmoco.frame`'s dict) with A.2.3's crop and normalisation.
+    ``crop``: the ``(top, left, side)`` of :func:`ntu_crop_params` when the caller drew it (with the same ``rng``,
+    the sample is then the same); ``rng`` is used for nothing else."""
     js = _joint_set(joint_set)
     rgb, depth = frame["rgb"], frame["depth"]
     H, W = depth.shape
     kin = frame["d_loc"]
-    top, left, side = ntu_crop_params(rng, W, H, kin)
+    top, left, side = ntu_crop_params(rng, W, H, kin) if crop is None else crop
     sel = np.asarray(js.from_kinect)
     xy = kin[sel].astype(np.float64)
     in_image = frame["in_image"][sel]
@@ -306,6 +309,37 @@ def ntu_hcmoco_sample(frame: dict[str, Any], index: int, rng: np.random.Generato
     return HcmocoSample(rgbd=rgbd, index=int(index), norm_joints=hcmoco_norm_joints(full_rc, in_image, js.root),
                         joints3d=(loc3d - loc3d[0]).astype(np.float32), original_joints2d=rc,
                         joints_vis=vis.astype(np.int64), true_depth=1, depth_mask=depth_c > 0, scale=scale)
+
+
+def ntu_point_fields(frame: dict[str, Any], crop: tuple[int, int, int], crop_size: int = 320
+                     ) -> dict[str, np.ndarray]:
+    """The NTUSeg sample's extra fields that the point-cloud variant needs (A.2.2, A.3.4) for the crop ``(top,
+    left, side)`` of ``frame``:
+
+    * ``grid_rc`` ``(2, S, S) float32``: the original-frame (row, col) of every crop pixel (the code's
+      ``grid_xy``, here in (row, col) order): the source pixel the depth's nearest resize takes (the same warp run
+      on index maps, so depth and coordinates always belong to the same pixel); outside the frame, where the crop
+      is zero-padded, ``floor(top + (i + 0.5) side / S)`` (and the same for columns);
+    * ``frame_hw`` ``(2,) float32``: (H0, W0) of the frame;
+    * ``depth_mean`` ``() float32``: the foreground mean (metres) that the sample's depth had subtracted (0 without
+      foreground), so ``depth + depth_mean`` is the measured depth on the foreground.
+    """
+    top, left, side = (int(v) for v in crop)
+    S = int(crop_size)
+    depth = frame["depth"]
+    H, W = depth.shape
+    rows = np.broadcast_to(np.arange(1, H + 1, dtype=np.float32)[:, None], (H, W))
+    cols = np.broadcast_to(np.arange(1, W + 1, dtype=np.float32)[None, :], (H, W))
+    r = _resized_crop(np.ascontiguousarray(rows), top, left, side, S, cv2.INTER_NEAREST)
+    c = _resized_crop(np.ascontiguousarray(cols), top, left, side, S, cv2.INTER_NEAREST)
+    centres = (np.arange(S, dtype=np.float64) + 0.5) * side / S
+    inside = (r > 0) & (c > 0)
+    grid = np.stack([np.where(inside, r - 1, np.floor(top + centres)[:, None]),
+                     np.where(inside, c - 1, np.floor(left + centres)[None, :])]).astype(np.float32)
+    d = _resized_crop(depth, top, left, side, S, cv2.INTER_NEAREST).astype(np.float32) / 1000.0
+    fg = d != 0
+    mean = float(d[fg].mean(dtype=np.float64)) if fg.any() else 0.0
+    return {"grid_rc": grid, "frame_hw": np.array([H, W], np.float32), "depth_mean": np.float32(mean)}
 
 
 # ------------------------------------------------------------------------------------------------- reader

@@ -47,7 +47,6 @@ Recipe: :class:`ContextPoseRecipe`, marked ``triangulation: contextpose`` (``con
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -59,12 +58,11 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from humanvision.codecs.integral import soft_argmax_3d
 from humanvision.config import must_exist
 from humanvision.engine import TrainConfig
 from humanvision.engine.checkpoint import load_state_checked
 from humanvision.errors import ConfigError, DataError
-from humanvision.geometry.volume import aggregate_volumes, aux_volume, coord_volume, unproject_features
+from humanvision.geometry.volume import aux_volume, coord_volume
 from humanvision.methods import algebraic as alg
 from humanvision.methods import volumetric as vol
 from humanvision.methods.algebraic import ROOT, DataConfig, EvalConfig
@@ -412,34 +410,15 @@ class ContextPose(VolumetricTriangulation):
         """As :meth:`VolumetricTriangulation.predict` (``keypoints_3d``, ``volumes`` softmaxed, ``coord_volumes``,
         ``angle``) plus ``attention (B, J, N)`` float32 and ``attention_coords (B, n, n, n, 3)`` float64 (the
         grid of the attention target, rotated like the volume)."""
-        if images.ndim != 5:
-            raise DataError(f"expected images (B, V, 3, H, W), got {tuple(images.shape)}", field="images")
-        b, v = images.shape[:2]
-        if base_point.shape != (b, 3):
-            raise DataError(f"expected base_point ({b}, 3), got {tuple(base_point.shape)}", field="base_point")
-        if view_mask is None:
-            view_mask = torch.ones(b, v, dtype=torch.bool, device=images.device)
-        features = self.process_features(self.backbone.head.deconv_layers(self.backbone.forward_features(
-            images.flatten(0, 1))))
-        if angle is None:
-            angle = (torch.rand(b, device=images.device, dtype=torch.float64) * (2 * math.pi)
-                     if self.training and self.rotation else torch.zeros(b, device=images.device, dtype=torch.float64))
-        base = base_point.to(device=images.device, dtype=torch.float64)
-        with torch.autocast(images.device.type, enabled=False):  # geometry in fp64 / fp32
-            coords = coord_volume(base, self.cuboid_side, self.volume_size, angle=angle.double(),
-                                  axis=self.vertical_axis)
-            volumes = unproject_features(features.float().unflatten(0, (b, v)), self.feature_proj(proj.double()),
-                                         coords, view_mask)
-            volume = aggregate_volumes(volumes, self.aggregation, view_mask=view_mask)
+        volume, geo = self.aggregated_volume(images, proj, base_point, view_mask, angle)
         logits, attention = self.volume_net(volume)
-        with torch.autocast(images.device.type, enabled=False):
-            rel = (coords - base[:, None, None, None]).float()  # about the base: fp32 keeps sub-mm precision
-            offset, probs = soft_argmax_3d(logits.float(), self.volume_multiplier, rel)
-            keypoints = offset.double() + base[:, None]
-            grid = None if attention is None else attention_grid(
-                base, self.cuboid_side, self.volume_size, angle=angle.double(), axis=self.vertical_axis,
-                mode=self.attention_grid)
-        return {"keypoints_3d": keypoints, "volumes": probs, "coord_volumes": coords, "angle": angle,
+        keypoints, probs = self.soft_argmax(logits, geo)
+        grid = None
+        if attention is not None:  # the attention target's grid, rotated like the volume
+            with torch.autocast(images.device.type, enabled=False):
+                grid = attention_grid(geo["base"], self.cuboid_side, self.volume_size, angle=geo["angle"].double(),
+                                      axis=self.vertical_axis, mode=self.attention_grid)
+        return {"keypoints_3d": keypoints, "volumes": probs, "coord_volumes": geo["coords"], "angle": geo["angle"],
                 "attention": None if attention is None else attention.float(), "attention_coords": grid}
 
     def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:

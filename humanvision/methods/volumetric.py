@@ -328,6 +328,16 @@ class VolumetricTriangulation(nn.Module):
         training when ``rotation``, else 0) -> ``keypoints_3d (B, J, 3)`` float64 world, ``volumes (B, J, D, H, W)``
         (softmaxed), ``coord_volumes (B, D, H, W, 3)`` float64, ``angle (B,)``, ``confidences (B, V, C)`` (conf
         aggregations) . Differentiable; the caller chooses ``no_grad``."""
+        volume, geo = self.aggregated_volume(images, proj, base_point, view_mask, angle)
+        keypoints, probs = self.soft_argmax(self.volume_net(volume), geo)
+        return {"keypoints_3d": keypoints, "volumes": probs, "coord_volumes": geo["coords"], "angle": geo["angle"],
+                "confidences": geo["weights"]}
+
+    def aggregated_volume(self, images: torch.Tensor, proj: torch.Tensor, base_point: torch.Tensor,
+                          view_mask: torch.Tensor | None = None, angle: torch.Tensor | None = None
+                          ) -> tuple[torch.Tensor, dict[str, torch.Tensor | None]]:
+        """The first half of :meth:`predict`: the views' features unprojected into the (rotated) cuboid around
+        ``base_point`` and aggregated -> ``(volume (B, C, D, H, W), {coords, base, angle, weights})``."""
         if images.ndim != 5:
             raise DataError(f"expected images (B, V, 3, H, W), got {tuple(images.shape)}", field="images")
         b, v = images.shape[:2]
@@ -349,13 +359,17 @@ class VolumetricTriangulation(nn.Module):
                                          coords, view_mask)
             volume = aggregate_volumes(volumes, self.aggregation, view_mask=view_mask,
                                        weights=None if weights is None else weights.float())
-        logits = self.volume_net(volume)
-        with torch.autocast(images.device.type, enabled=False):
+        return volume, {"coords": coords, "base": base, "angle": angle, "weights": weights}
+
+    def soft_argmax(self, logits: torch.Tensor, geo: dict[str, torch.Tensor | None]
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The second half of :meth:`predict`: the V2V's ``logits (B, J, D, H, W)`` -> ``(keypoints_3d (B, J, 3)``
+        float64 world mm, softmaxed volumes)`` on :meth:`aggregated_volume`'s grid, in fp32 about the base point."""
+        coords, base = geo["coords"], geo["base"]
+        with torch.autocast(logits.device.type, enabled=False):
             rel = (coords - base[:, None, None, None]).float()  # about the base: fp32 keeps sub-mm precision
             offset, probs = soft_argmax_3d(logits.float(), self.volume_multiplier, rel)
-            keypoints = offset.double() + base[:, None]
-        return {"keypoints_3d": keypoints, "volumes": probs, "coord_volumes": coords, "angle": angle,
-                "confidences": weights}
+        return offset.double() + base[:, None], probs
 
     def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         mask = batch.get("view_mask")

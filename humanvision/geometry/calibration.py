@@ -17,6 +17,11 @@ Formats (chosen by the file suffix in :func:`read_calibration`):
 * **humanvision camera JSON** (``.json``): ``{"format": "humanvision.cameras", "version": 1, "cameras": [...]}``
   with :meth:`Camera.to_dict` records (``K``, ``R``, ``t``, ``dist``, ``dist_model``, ``width``, ``height``,
   ``name``); a bare list of such records, or a mapping name -> record, is read as well.
+* **CMU Panoptic** (``.json``, ``calibration_<sequence>.json`` of the Panoptic Studio toolbox, recognised by its
+  content): ``{"calibDataSource": ..., "cameras": [{"name": "00_03", "type": "hd", "resolution": [1920, 1080],
+  "panel": 0, "node": 3, "K": 3x3, "distCoef": [k1, k2, p1, p2, k3], "R": 3x3, "t": [[tx], [ty], [tz]]}, ...]}``
+  (OpenCV distortion, ``x_cam = R X + t`` with ``t`` in centimetres); :func:`read_panoptic_calibration` keeps one
+  camera ``type`` (``hd`` by default; ``vga``, ``kinect-color`` or ``all``) and converts ``t`` to millimetres.
 * **Human3.6M** (``.npy``): the learnable-triangulation labels file (pose3d.md section 1.3); one subject's four
   cameras, with the H36M distortion model (``dist_model="h36m"``), read through
   :class:`~humanvision.data.readers.Human36MMultiView`.
@@ -45,6 +50,7 @@ __all__ = [
     "read_calibration",
     "read_camera_json",
     "read_h36m_cameras",
+    "read_panoptic_calibration",
     "write_anipose_toml",
     "write_camera_json",
 ]
@@ -53,7 +59,8 @@ CAMERA_JSON_FORMAT = "humanvision.cameras"
 
 
 def read_calibration(path: str | Path, *, subject: str | None = None) -> dict[str, Camera]:
-    """Cameras by name from an anipose/Pose2Sim ``.toml``, a humanvision ``.json`` or a Human3.6M labels ``.npy``
+    """Cameras by name from an anipose/Pose2Sim ``.toml``, a humanvision or CMU Panoptic (HD cameras) ``.json`` or a
+    Human3.6M labels ``.npy``
     (``subject`` picks the H36M subject; default: the first). The order is the file's."""
     p = Path(path)
     if not p.is_file():
@@ -207,6 +214,8 @@ def read_camera_json(path: str | Path) -> dict[str, Camera]:
         raise DataError(f"cannot read ({e})", file=f) from None
     except json.JSONDecodeError as e:
         raise DataError(f"not valid JSON (line {e.lineno}: {e.msg})", file=f) from None
+    if _is_panoptic(data):
+        return read_panoptic_calibration(path)
     if isinstance(data, dict) and "cameras" in data:
         if data.get("format", CAMERA_JSON_FORMAT) != CAMERA_JSON_FORMAT:
             raise DataError(f"unknown format {data.get('format')!r}; expected {CAMERA_JSON_FORMAT!r}", file=f,
@@ -227,6 +236,63 @@ def read_camera_json(path: str | Path) -> dict[str, Camera]:
         cameras[name] = cam if cam.name is not None else replace(cam, name=name)
     if not cameras:
         raise DataError("no cameras", file=f, field="cameras")
+    return cameras
+
+
+# ------------------------------------------------------------------------------------------------ CMU Panoptic
+def _is_panoptic(data: Any) -> bool:
+    cams = data.get("cameras") if isinstance(data, dict) else None
+    return isinstance(cams, list) and ("calibDataSource" in data or (
+        bool(cams) and isinstance(cams[0], dict) and "distCoef" in cams[0]))
+
+
+def read_panoptic_calibration(path: str | Path, camera_type: str = "hd", cm_to_mm: bool = True
+                              ) -> dict[str, Camera]:
+    """Cameras of a CMU Panoptic ``calibration_<sequence>.json`` (see the module docstring) of ``camera_type``
+    (``hd``, ``vga``, ``kinect-color``, ... or ``all``), by name (``"00_03"``), ``t`` in millimetres unless
+    ``cm_to_mm`` is false (then the file's centimetres, the unit of Panoptic's 3D keypoints)."""
+    f = str(path)
+    try:
+        data = json.loads(Path(path).read_text())
+    except OSError as e:
+        raise DataError(f"cannot read ({e})", file=f) from None
+    except json.JSONDecodeError as e:
+        raise DataError(f"not valid JSON (line {e.lineno}: {e.msg})", file=f) from None
+    if not _is_panoptic(data):
+        raise DataError("not a CMU Panoptic calibration (expected 'cameras' records with K, distCoef, R, t)", file=f,
+                        field="cameras")
+    cameras: dict[str, Camera] = {}
+    types = set()
+    for i, rec in enumerate(data["cameras"]):
+        record = f"cameras[{i}]"
+        if not isinstance(rec, dict):
+            raise DataError(f"expected an object, got {type(rec).__name__}", file=f, record=record)
+        kind = str(rec.get("type", ""))
+        types.add(kind)
+        if camera_type != "all" and kind != camera_type:
+            continue
+        name = str(rec.get("name", f"{int(rec.get('panel', 0)):02d}_{int(rec.get('node', i)):02d}"))
+        record = f"camera {name}"
+        K = _numbers(rec, "K", (3, 3), f, record)
+        R = _numbers(rec, "R", (3, 3), f, record)
+        t = _numbers(rec, "t", (3, 1), f, record).reshape(3) * (10.0 if cm_to_mm else 1.0)
+        try:
+            dist = np.asarray(rec.get("distCoef", np.zeros(5)), dtype=np.float64).reshape(-1)
+        except (TypeError, ValueError):
+            dist = np.full(1, np.nan)
+        if dist.size not in (4, 5) or not np.isfinite(dist).all():
+            raise DataError(f"expected 4 or 5 finite OpenCV coefficients, got {rec.get('distCoef')!r}", file=f,
+                            record=record, field="distCoef")
+        size = rec.get("resolution")
+        w, h = (int(size[0]), int(size[1])) if isinstance(size, (list, tuple)) and len(size) == 2 else (None, None)
+        if name in cameras:
+            raise DataError(f"camera name {name!r} appears twice", file=f, record=record, field="name")
+        try:
+            cameras[name] = Camera(K=K, R=R, t=t, dist=dist, dist_model="opencv", width=w, height=h, name=name)
+        except DataError as e:
+            raise DataError(str(e), file=f, record=record, field=e.field) from None
+    if not cameras:
+        raise DataError(f"no cameras of type {camera_type!r} (the file has {sorted(types)})", file=f, field="type")
     return cameras
 
 

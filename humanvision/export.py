@@ -21,10 +21,18 @@ The contract (``metadata_version`` 1; :data:`humanvision.runtime.METADATA_VERSIO
 * ``skeleton``: ``name``, ``joints``, ``flip_index``, ``limbs``;
 * ``model``, ``recipe``, ``weights`` (file name), ``humanvision_version``, ``export`` (opset, torch, onnx) and
   ``parity`` (the measured differences).
+
+:func:`quantize_onnx` makes an int8 copy with ``onnxruntime.quantization`` (dynamic: int8 weights; static: QDQ
+int8 weights and activations, calibrated on crops made by the file's own preprocessing contract). The copy keeps
+the contract, plus ``quantization`` (mode, settings and :func:`quantization_parity`: the largest heatmap and
+decoded-keypoint differences from the fp32 file, reported, not thresholded), and runs in
+:class:`~humanvision.runtime.PoseEstimator` unchanged.
 """
 
 from __future__ import annotations
 
+import logging
+import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -35,10 +43,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from humanvision.errors import ConfigError, HumanVisionError
+from humanvision.errors import ConfigError, DataError, HumanVisionError
 
-__all__ = ["ExportError", "ExportReport", "FlipTestGraph", "ParityError", "check_parity", "export_metadata",
-           "export_onnx", "realish_crops", "write_metadata"]
+__all__ = ["ExportError", "ExportReport", "FlipTestGraph", "ParityError", "QuantizationError", "QuantizeReport",
+           "calibration_crops", "check_crops", "check_parity", "export_metadata", "export_onnx",
+           "quantization_parity", "quantize_onnx", "realish_crops", "write_metadata"]
 
 INPUT_NAME, OUTPUT_NAME = "input", "heatmaps"
 
@@ -289,3 +298,234 @@ def export_onnx(method, transform, out: str | Path, *, flip_test: bool = True, f
         model.to(dtype)
         method.train(was_training)
     return ExportReport(out, meta, parity, time.perf_counter() - t0)
+
+
+# ------------------------------------------------------------------------------------------- int8 quantisation
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
+
+class QuantizationError(ExportError):
+    """An int8 quantisation that cannot be made as asked (e.g. static mode without calibration data)."""
+
+
+@dataclass
+class QuantizeReport:
+    path: Path
+    metadata: dict[str, Any]
+    parity: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def _folder_images(folder: Path, max_images: int) -> list[tuple[str, np.ndarray]]:
+    import cv2
+
+    if not folder.is_dir():
+        raise DataError("calibration folder not found", file=str(folder))
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)[:max_images]
+    if not files:
+        raise DataError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in the calibration folder", file=str(folder))
+    out = []
+    for p in files:
+        bgr = cv2.imread(str(p), cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise DataError("unreadable calibration image", file=str(p))
+        out.append((str(p), cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)))
+    return out
+
+
+def calibration_crops(estimator, images: str | Path | np.ndarray | None, *, max_images: int = 64,
+                      flip: bool | None = None) -> np.ndarray:
+    """Normalised ``(N, 3, H, W)`` float32 crops for calibration, made by ``estimator``
+    (a :class:`~humanvision.runtime.PoseEstimator` of the fp32 file, i.e. the preprocessing its metadata states).
+
+    ``images``: a folder of images (each cropped whole, the runtime's default box), an ``(N, H, W, 3)`` uint8
+    RGB array (likewise) or an ``(N, 3, H, W)`` float array of crops already normalised (used as they are).
+    ``flip`` (default: when the runtime's flip test is on and not in the graph) adds the mirrored crops, which
+    the runtime also feeds to the model."""
+    w, h = estimator.input_size
+    if isinstance(images, (str, Path)):
+        crops = np.concatenate([estimator.preprocess(img)[0] for _, img in
+                                _folder_images(Path(images), max_images)])
+    else:
+        a = np.asarray(images)
+        if a.ndim == 4 and a.shape[1:] == (3, h, w) and a.dtype.kind == "f":
+            crops = a.astype(np.float32)
+        elif a.ndim == 4 and a.shape[-1] == 3 and a.dtype == np.uint8:
+            crops = np.concatenate([estimator.preprocess(img)[0] for img in a[:max_images]])
+        else:
+            raise DataError(f"expected (N, 3, {h}, {w}) float crops or (N, H, W, 3) uint8 RGB images, got "
+                            f"{a.dtype} {a.shape}", field="calibration_images")
+        if len(crops) == 0:
+            raise DataError("no calibration images", field="calibration_images")
+    if flip is None:
+        flip = estimator.flip_test and not estimator.flip_in_graph
+    if flip:
+        crops = np.concatenate([crops, crops[..., ::-1]])
+    return np.ascontiguousarray(crops)
+
+
+def check_crops(estimator, n: int = 4, seed: int = 0) -> np.ndarray:
+    """``(n, 3, H, W)`` crops of drawn people (:func:`_draw_person`) made by ``estimator``'s preprocessing
+    from their boxes: parity inputs that need no data."""
+    rng = np.random.default_rng(seed)
+    w, h = estimator.input_size
+    crops = []
+    for i in range(n):
+        img, box = _draw_person(rng, (2 * w, 2 * h))
+        if i % 2:  # a box that leaves the image: a zero border in the crop
+            box = [box[0] - 0.6 * box[2], box[1], box[2], box[3]]
+        crops.append(estimator.preprocess(img, [box])[0])
+    return np.concatenate(crops)
+
+
+def quantization_parity(fp32: str | Path, int8: str | Path, inputs: dict[str, np.ndarray],
+                        batch_size: int = 8) -> dict[str, Any]:
+    """Max |diff| of the heatmaps and of the decoded keypoints (crop input pixels, by the metadata's codec)
+    between the fp32 and the int8 file (onnxruntime, CPU) on each named input batch. No threshold: int8 moves
+    the numbers by an amount that depends on the model and the data; the caller judges."""
+    import onnxruntime as ort
+
+    from humanvision.runtime import decode_heatmaps, read_metadata
+
+    c = read_metadata(fp32)["codec"]
+    sessions = [ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]) for p in (fp32, int8)]
+
+    def run(session, x: np.ndarray) -> np.ndarray:
+        return np.concatenate([session.run([OUTPUT_NAME], {INPUT_NAME: x[i:i + batch_size]})[0]
+                               for i in range(0, len(x), batch_size)]).astype(np.float32)
+
+    report: dict[str, Any] = {"heatmap_max_abs_diff": {}, "reference_max_abs": {}, "keypoint_max_abs_diff_px": {},
+                              "keypoint_median_diff_px": {}, "keypoint_within_1px": {}, "batch_sizes": {}}
+    for name, x in inputs.items():
+        ref, got = (run(s, np.ascontiguousarray(x, dtype=np.float32)) for s in sessions)
+        kps = [decode_heatmaps(m, c["stride"], c["refine"], int(c.get("blur_kernel_size", 11)),
+                               c.get("blur_border", "reflect"))[0] for m in (ref, got)]
+        d = np.linalg.norm(kps[1].astype(np.float64) - kps[0], axis=-1)  # per keypoint, px
+        report["heatmap_max_abs_diff"][name] = float(np.abs(got - ref).max())
+        report["reference_max_abs"][name] = float(np.abs(ref).max())
+        report["keypoint_max_abs_diff_px"][name] = float(d.max())
+        report["keypoint_median_diff_px"][name] = float(np.median(d))
+        report["keypoint_within_1px"][name] = float((d <= 1.0).mean())
+        report["batch_sizes"][name] = len(x)
+    report.update(precision="int8", onnxruntime=ort.__version__, provider="CPUExecutionProvider",
+                  keypoint_units="crop input pixels (Euclidean distance per keypoint)")
+    return report
+
+
+class _CropReader:
+    """An ``onnxruntime.quantization.CalibrationDataReader`` over normalised crops, ``batch`` at a time."""
+
+    def __init__(self, crops: np.ndarray, batch: int = 1) -> None:
+        self._batches = iter([crops[i:i + batch] for i in range(0, len(crops), batch)])
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        x = next(self._batches, None)
+        return None if x is None else {INPUT_NAME: np.ascontiguousarray(x)}
+
+
+def quantize_onnx(src: str | Path, dst: str | Path, mode: str = "dynamic",
+                  calibration_images: str | Path | np.ndarray | None = None, *, per_channel: bool = True,
+                  calibrate_method: str = "minmax", max_images: int = 64, preprocess: bool = True,
+                  check_inputs: dict[str, np.ndarray] | None = None, verbose: bool = True) -> QuantizeReport:
+    """Quantise an exported fp32 pose model (``humanvision export``) to int8 with ``onnxruntime.quantization``.
+
+    Args:
+        src: the fp32 ``.onnx`` file (with humanvision's metadata).
+        dst: the int8 file to write (the CLI writes ``<name>.int8.onnx`` next to ``src``).
+        mode: ``"dynamic"`` (int8 weights, activations quantised per call at run time; ``quantize_dynamic``) or
+            ``"static"`` (weights and activations, with activation ranges calibrated on
+            ``calibration_images``; ``quantize_static``, QDQ format, int8 activations and weights).
+        calibration_images: a folder of images, an ``(N, H, W, 3)`` uint8 RGB array (both cropped whole by the
+            runtime's preprocessing, read from the metadata) or ``(N, 3, H, W)`` normalised float crops.
+            Required for ``"static"``; with ``"dynamic"`` only used as parity inputs.
+        per_channel: per-output-channel weight scales.
+        calibrate_method: ``"minmax"``, ``"entropy"`` or ``"percentile"`` (static only).
+        preprocess: run ``onnxruntime.quantization.quant_pre_process`` first (shape inference and graph
+            optimisation; needed where weights are shared through ``Identity`` nodes).
+        max_images: at most this many images from a folder / array.
+        check_inputs: named ``(N, 3, H, W)`` crop batches for the parity report (default: drawn people, plus
+            the calibration crops).
+        verbose: print the parity numbers.
+
+    The quantised file keeps the fp32 file's metadata (so :class:`~humanvision.runtime.PoseEstimator` runs it
+    unchanged) plus ``quantization`` (mode, settings, calibration count, the parity report of
+    :func:`quantization_parity`). Raises :class:`~humanvision.errors.DataError` for a missing or unreadable
+    ``src`` or calibration data, :class:`QuantizationError` for ``"static"`` without calibration data.
+    """
+    import onnxruntime as ort
+    from onnxruntime.quantization import (
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quant_pre_process,
+        quantize_dynamic,
+        quantize_static,
+    )
+
+    from humanvision.runtime import PoseEstimator, read_metadata
+
+    t0 = time.perf_counter()
+    src, dst = Path(src), Path(dst)
+    if mode not in ("dynamic", "static"):
+        raise ConfigError(f"quantisation mode {mode!r}: expected 'dynamic' or 'static'")
+    methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+               "percentile": CalibrationMethod.Percentile}
+    if calibrate_method not in methods:
+        raise ConfigError(f"calibrate_method {calibrate_method!r}: expected one of {sorted(methods)}")
+    if mode == "static" and calibration_images is None:
+        raise QuantizationError(f"{src}: static int8 quantisation needs calibration data (a folder of images, an "
+                                "image array or normalised crops) to measure the activation ranges; pass "
+                                "calibration_images (CLI: --calibration DIR) or use mode='dynamic'")
+    if dst.resolve() == src.resolve():
+        raise ConfigError(f"{dst}: the int8 file must not replace its fp32 source")
+    meta = read_metadata(src)  # DataError / MetadataError for a missing, corrupt or foreign file
+    estimator = PoseEstimator(src, flip_test=False)
+    calib = None
+    if calibration_images is not None:
+        calib = calibration_crops(estimator, calibration_images, max_images=max_images,
+                                  flip=meta["flip_test"]["default"] and not meta["flip_test"]["in_graph"])
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    settings: dict[str, Any] = {"mode": mode, "per_channel": per_channel, "weight_type": "int8"}
+    tmp_dir = None
+    level = logging.getLogger().level
+    logging.getLogger().setLevel(logging.ERROR)  # onnxruntime.quantization logs advice on the root logger
+    try:
+        model_in = src
+        if preprocess:  # shape inference + onnxruntime's graph optimisation (folds the Identity of shared weights,
+            #             which the quantiser rejects as "not an initializer"), as onnxruntime recommends
+            tmp_dir = tempfile.TemporaryDirectory(prefix="humanvision_quant_")
+            model_in = Path(tmp_dir.name) / "preprocessed.onnx"
+            quant_pre_process(str(src), str(model_in))
+            settings["preprocessed"] = True
+        if mode == "dynamic":
+            quantize_dynamic(model_in, dst, per_channel=per_channel, weight_type=QuantType.QInt8)
+        else:
+            quantize_static(model_in, dst, _CropReader(calib), quant_format=QuantFormat.QDQ, per_channel=per_channel,
+                            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                            calibrate_method=methods[calibrate_method])
+            settings.update(format="QDQ", activation_type="int8", calibrate_method=calibrate_method,
+                            calibration_crops=len(calib))
+    except HumanVisionError:
+        raise
+    except Exception as e:
+        raise QuantizationError(f"{src}: onnxruntime {mode} quantisation failed: {type(e).__name__}: {e}") from e
+    finally:
+        logging.getLogger().setLevel(level)
+        if tmp_dir is not None:
+            tmp_dir.cleanup()
+    inputs = dict(check_inputs) if check_inputs is not None else {"drawn": check_crops(estimator)}
+    if check_inputs is None and calib is not None:
+        inputs["calibration"] = calib
+    parity = quantization_parity(src, dst, inputs)
+    settings["onnxruntime"] = ort.__version__
+    meta = {**meta, "quantization": {**settings, "source": src.name, "parity": parity}}
+    write_metadata(dst, meta)
+    report = QuantizeReport(dst, meta, parity, time.perf_counter() - t0)
+    if verbose:
+        print(f"{dst} (int8 {mode}, {dst.stat().st_size / 2**20:.2f} MiB from {src.stat().st_size / 2**20:.2f}): "
+              + "; ".join(f"{k}: heatmap max |diff| {parity['heatmap_max_abs_diff'][k]:.3g} (of "
+                          f"{parity['reference_max_abs'][k]:.3g}), keypoints max |diff| "
+                          f"{parity['keypoint_max_abs_diff_px'][k]:.3g} px (median "
+                          f"{parity['keypoint_median_diff_px'][k]:.3g}, {100 * parity['keypoint_within_1px'][k]:.0f}% "
+                          "within 1 px)" for k in inputs))
+    return report

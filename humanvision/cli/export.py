@@ -33,6 +33,13 @@ def export(config: Path = typer.Argument(..., help="YAML recipe the weights were
            check: bool = typer.Option(True, "--check/--no-check",
                                       help="Compare onnxruntime with PyTorch right after the export."),
            tolerance: float = typer.Option(1e-4, "--tolerance", help="Largest |heatmap difference| accepted (fp32)."),
+           int8: str | None = typer.Option(None, "--int8",
+                                           help="Also write an int8 copy, <out stem>.int8.onnx next to --out "
+                                                "(onnxruntime.quantization): 'dynamic' (weights) or 'static' "
+                                                "(weights and activations, calibrated on --calibration)."),
+           calibration: Path | None = typer.Option(None, "--calibration",
+                                                   help="Folder of images for --int8 static (each cropped whole "
+                                                        "with the exported preprocessing; at most 64)."),
            set_: list[str] = typer.Option([], "--set", help=SET_HELP),
            densepose: bool = typer.Option(False, "--densepose",
                                           help="HCMoCo recipes: also write rgb_encoder_densepose.pkl, the RGB "
@@ -40,7 +47,8 @@ def export(config: Path = typer.Argument(..., help="YAML recipe the weights were
            ) -> None:
     """Export a top-down heatmap model (ViTPose, HRNet, SimpleBaseline, lateral, PCT stage-0) to ONNX: dynamic
     batch axis, the crop / normalisation / codec / skeleton contract in the ONNX metadata (read by
-    humanvision.runtime.PoseEstimator, which needs no torch), and a parity check against PyTorch.
+    humanvision.runtime.PoseEstimator, which needs no torch), and a parity check against PyTorch. ``--int8
+    dynamic|static`` also writes ``<out stem>.int8.onnx`` (same contract; its differences from fp32 are printed).
 
     A pre-training recipe exports its encoders instead, as plain state dicts the downstream recipes' ``init``
     takes: HAP / MAE -> a timm ViT (``--out encoder.pth`` or ``.safetensors``); HCMoCo -> ``rgb_encoder.pth`` and
@@ -51,7 +59,7 @@ def export(config: Path = typer.Argument(..., help="YAML recipe the weights were
 
     from humanvision.cli.pose import _load_recipe
     from humanvision.errors import ConfigError, HumanVisionError
-    from humanvision.export import export_onnx
+    from humanvision.export import export_onnx, quantize_onnx
     from humanvision.methods import hap, hcmoco, pct
     from humanvision.methods.topdown import TopDownRecipe, build_method, build_transform
 
@@ -67,6 +75,11 @@ def export(config: Path = typer.Argument(..., help="YAML recipe the weights were
             typer.echo(f"{name}: {path}")
         return
     try:
+        if int8 not in (None, "dynamic", "static"):
+            raise ConfigError(f"--int8 {int8}: expected 'dynamic' or 'static'")
+        if int8 == "static" and calibration is None:
+            raise ConfigError("--int8 static needs --calibration DIR (a folder of images to measure the activation "
+                              "ranges on); or use --int8 dynamic")
         recipe = _load_recipe(config, set_, unchecked=("data.", "model.weights", "model.backbone_weights"))
         if pct.is_pct_recipe(recipe):
             raise ConfigError(f"{config}: {PCT_STAGE2_NOTE}")
@@ -78,6 +91,10 @@ def export(config: Path = typer.Argument(..., help="YAML recipe the weights were
         report = export_onnx(method, transform, out, flip_test=recipe.eval.flip_test if flip is None else flip,
                              flip_in_graph=flip_in_graph, opset=opset, check=check, tolerance=tolerance,
                              recipe=recipe.name, weights=weights)
+        quant = None
+        if int8 is not None:
+            quant = quantize_onnx(report.path, report.path.with_suffix(".int8.onnx"), int8, calibration,
+                                  verbose=False)
     except HumanVisionError as e:
         _fail(e)
     m = report.metadata
@@ -104,7 +121,14 @@ def export(config: Path = typer.Argument(..., help="YAML recipe the weights were
         ) + f" <= {p['tolerance']:g}"
     else:
         rows["parity"] = "not checked (--no-check)"
-    rows["time"] = f"{report.seconds:.1f} s"
+    if quant is not None:
+        q = quant.parity
+        rows[f"int8 ({int8})"] = f"{quant.path} ({quant.path.stat().st_size / 2**20:.1f} MiB)"
+        rows["int8 vs fp32 (onnxruntime CPU)"] = "; ".join(
+            f"{k}: heatmap max |diff| {q['heatmap_max_abs_diff'][k]:.2e} (of {q['reference_max_abs'][k]:.2g}), "
+            f"keypoints {100 * q['keypoint_within_1px'][k]:.0f}% within 1 px, max {q['keypoint_max_abs_diff_px'][k]:.3g} "
+            "px" for k in q["heatmap_max_abs_diff"])
+    rows["time"] = f"{report.seconds + (quant.seconds if quant else 0):.1f} s"
     for k, v in rows.items():
         table.add_row(k, v)
     Console().print(table)

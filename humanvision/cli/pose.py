@@ -385,6 +385,7 @@ def infer(inputs: list[Path] = typer.Argument(..., help="Images, folders of imag
     import numpy as np
     import torch
 
+    from humanvision.cli import infer_shard
     from humanvision.cli.infer_video import TrackedVideos, detect_boxes
     from humanvision.data.transforms import keypoints_to_image
     from humanvision.engine.precision import autocast, choose_for_inference, describe_rates
@@ -443,6 +444,7 @@ def infer(inputs: list[Path] = typer.Argument(..., help="Images, folders of imag
     choice = None  # precision / memory format, measured on the first image's crops (eval.precision: auto)
     image_ids: dict[str, int] = {}
     numeric = all(f.suffix.lower() in IMAGE_EXTS and f.stem.isdigit() for f in files)  # COCO-style file names
+    all_files, (files, shard) = files, infer_shard.start_sharded(files)  # torchrun: this rank's files (issue 15)
 
     def image_id(name: str) -> int:
         if name not in image_ids:
@@ -494,6 +496,15 @@ def infer(inputs: list[Path] = typer.Argument(..., help="Images, folders of imag
     predictions, frames = _process_inputs(files, out, run, video_stats=video_stats)  # file / video#frame -> records
     if tracked is not None:
         tracked.write(out, video_stats)  # {video stem}_tracks.json
+    if shard is not None:  # rank 0 merges every rank's part; the other ranks are done
+        try:
+            merged = infer_shard.finish_sharded(shard, out, all_files, predictions, image_ids, video_stats, frames,
+                                                renumber_ids=not known_ids and not numeric)
+        except HumanVisionError as e:
+            _fail(e)
+        if merged is None:
+            return
+        predictions, image_ids, frames = merged
     (out / "predictions.json").write_text(json.dumps(predictions))
     (out / "results.json").write_text(json.dumps([r for rs in predictions.values() for r in rs]))
     if not known_ids and not numeric:

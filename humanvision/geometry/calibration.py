@@ -205,15 +205,19 @@ def write_anipose_toml(cameras: Mapping[str, Camera] | Sequence[Camera], path: s
 
 
 # ------------------------------------------------------------------------------------------------ camera JSON
+def _read_json(path: str | Path) -> Any:
+    try:
+        return json.loads(Path(path).read_text())
+    except OSError as e:
+        raise DataError(f"cannot read ({e})", file=str(path)) from None
+    except json.JSONDecodeError as e:
+        raise DataError(f"not valid JSON (line {e.lineno}: {e.msg})", file=str(path)) from None
+
+
 def read_camera_json(path: str | Path) -> dict[str, Camera]:
     """Cameras from humanvision's camera JSON (see the module docstring)."""
     f = str(path)
-    try:
-        data = json.loads(Path(path).read_text())
-    except OSError as e:
-        raise DataError(f"cannot read ({e})", file=f) from None
-    except json.JSONDecodeError as e:
-        raise DataError(f"not valid JSON (line {e.lineno}: {e.msg})", file=f) from None
+    data = _read_json(path)
     if _is_panoptic(data):
         return read_panoptic_calibration(path)
     if isinstance(data, dict) and "cameras" in data:
@@ -252,12 +256,7 @@ def read_panoptic_calibration(path: str | Path, camera_type: str = "hd", cm_to_m
     (``hd``, ``vga``, ``kinect-color``, ... or ``all``), by name (``"00_03"``), ``t`` in millimetres unless
     ``cm_to_mm`` is false (then the file's centimetres, the unit of Panoptic's 3D keypoints)."""
     f = str(path)
-    try:
-        data = json.loads(Path(path).read_text())
-    except OSError as e:
-        raise DataError(f"cannot read ({e})", file=f) from None
-    except json.JSONDecodeError as e:
-        raise DataError(f"not valid JSON (line {e.lineno}: {e.msg})", file=f) from None
+    data = _read_json(path)
     if not _is_panoptic(data):
         raise DataError("not a CMU Panoptic calibration (expected 'cameras' records with K, distCoef, R, t)", file=f,
                         field="cameras")

@@ -16,6 +16,16 @@ would not be equal), with the measured CPU minutes printed beside each:
   weighted DLT, MSESmooth) against ``alg_no_conf`` (the same with all weights 1), both fine-tuned from stage 0 for
   ``--steps-3d`` steps at batch ``--batch``; each row also reports the unweighted argmax DLT and RANSAC of *its
   own* fine-tuned heatmaps, which separates "better heatmaps" from "better weights".
+* **claim 1b, volumetric vs algebraic at equal CPU**: ``vol`` (LT's volumetric model, ``--volume-size`` cube around
+  the ``alg`` arm's pelvis predictions, fp32 by default) from stage 0, its step count set so its training CPU time
+  equals the ``alg`` arm's (measured: the difference of two short probe runs), unless ``--no-equal-cpu``.
+* **claim 2, ContextPose monocular**: ``cp_mono`` against ``plain_mono`` (the same network with
+  ``model.context: false``), one view per sample, cuboids around the ``alg`` arm's pelvis (written by the ``vol``
+  arm, so these run after it), ``--steps-mono`` steps each, validated on every ``--val-every-mono``-th held-out frame
+  x every camera; reports MPJPE and the mean bone-length error.
+
+Arms run in that order; ``--skip-stage0`` reuses the stage-0 run in ``--work``, ``--keep`` keeps ``--out``'s rows of
+the arms not run now (``--arms plain_mono,cp_mono --skip-stage0 --keep`` after a default run).
 
 Prints one table and writes JSON::
 
@@ -251,7 +261,7 @@ def main() -> None:
     p.add_argument("--precision-vol", default="fp32",
                    help="vol's training precision (auto picked bf16 here, and one bf16 smoke run hit a NaN loss)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--arms", default="dlt,alg_no_conf,alg,vol")
+    p.add_argument("--arms", default="dlt,alg_no_conf,alg,vol,plain_mono,cp_mono")
     p.add_argument("--work", default="runs/triangulation_claims")
     p.add_argument("--skip-stage0", action="store_true", help="reuse the stage-0 run in --work")
     p.add_argument("--out", default="benchmarks/results/triangulation_claims.json")
@@ -279,15 +289,15 @@ def main() -> None:
         if arm in arms:
             rows.append(run_algebraic(args, root, work, arm, stage0))
             print(rows[-1], flush=True)
-    for arm in ("plain_mono", "cp_mono"):
-        if arm in arms:
-            rows.append(run_monocular(args, root, work, arm))
-            print(rows[-1], flush=True)
     if "vol" in arms:
         alg = [r for r in rows if r["arm"] == "alg"]
         budget = alg[0]["cpu_minutes"] if alg and args.equal_cpu else None
         rows.append(run_volumetric(args, root, work, budget))
         print(rows[-1], flush=True)
+    for arm in ("plain_mono", "cp_mono"):  # after vol: they centre their cuboids on its saved alg pelvis
+        if arm in arms:
+            rows.append(run_monocular(args, root, work, arm))
+            print(rows[-1], flush=True)
 
     cols = sorted({k for r in rows for k in r if "mpjpe" in k or k == "bone_length_error"})
     print(f"\n{'arm':<12} {'steps':>6} {'cpu min':>8} " + " ".join(f"{c:>28}" for c in cols))

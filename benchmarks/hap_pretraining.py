@@ -16,7 +16,10 @@ Everything runs on synthetic people and nothing else:
   on synthetic PA-100K (mA), each from (a) random init, (b) the MAE encoder and (c) the HAP encoder, with the same
   recipe (``configs/reid_vit_tiny_synthetic.yaml`` / ``attr_vit_tiny_synthetic.yaml`` at ``--size``, default 128x64,
   the encoders' 16x8 position embeddings resampled to it) and the same ``--reid-minutes`` / ``--attr-minutes``
-  budget each.
+  budget each;
+* **2D pose** (B.9.3, ``--tasks pose``): ViTPose with the same ViT-Ti/16 backbone (``configs/hap_vitpose_tiny_synthetic.yaml``,
+  the 16x8 position grid resampled to 128x96's 8x6, layer decay 0.8) on the demo's 12,000 synthetic COCO-format
+  images for ``--pose-epochs`` epochs from each init (equal steps), OKS AP on the 150 unseen validation images.
 
 Before fine-tuning, each encoder is also probed **frozen** (cheap, and what self-supervised features are usually
 judged by): re-id mAP / rank-1 of its [CLS] output and of its mean patch token used directly as the descriptor
@@ -26,6 +29,7 @@ Runs are sequential on the same machine; each picks its precision by measurement
 writes JSON::
 
     python benchmarks/hap_pretraining.py --out benchmarks/results/hap_pretraining.json
+    python benchmarks/hap_pretraining.py --skip-pretrain --no-probes --tasks pose --out benchmarks/results/hap_pose.json
 """
 
 from __future__ import annotations
@@ -155,6 +159,25 @@ def finetune(task: str, init: str, args: argparse.Namespace, work: Path) -> dict
             **{k: v for k, v in (summary["metrics"] or {}).items() if isinstance(v, float)}}
 
 
+def finetune_pose(init: str, args: argparse.Namespace, work: Path) -> dict:
+    """HAP's 2D-pose downstream (B.9.3) in miniature: ViTPose with this ViT-Ti/16 backbone (random, or the exported
+    encoder, its 16x8 position grid resampled to 8x6) trained on the demo's synthetic COCO-format set for
+    ``--pose-epochs`` epochs (equal steps for every init); COCO OKS AP on its 150 unseen validation images."""
+    from humanvision.cli.pose import _load_recipe, run_training
+
+    out = work / f"pose_{init}"
+    overrides = [f"train.epochs={args.pose_epochs}", f"train.eval_every={args.pose_epochs}",
+                 f"train.output_dir={out}", f"train.seed={args.seed}", "train.progress=false"]
+    if init != "random":
+        overrides.append(f"model.backbone_weights={work / f'{init}_encoder.pth'}")
+    recipe = _load_recipe(Path("configs/hap_vitpose_tiny_synthetic.yaml"), overrides)
+    t0, c0 = time.perf_counter(), time.process_time()
+    summary = run_training(recipe, quiet=True)
+    return {"task": "pose", "init": init, "steps": summary["step"], "minutes": (time.perf_counter() - t0) / 60,
+            "cpu_minutes": (time.process_time() - c0) / 60,
+            **{k: v for k, v in (summary["metrics"] or {}).items() if isinstance(v, float)}}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--pretrain-minutes", type=float, default=10.0)
@@ -163,6 +186,10 @@ def main() -> None:
     p.add_argument("--size", type=int, nargs=2, default=(128, 64), metavar=("H", "W"),
                    help="fine-tuning input (the encoders' position embeddings are resampled from 16x8 to it; 128x64 "
                         "is the synthetic Market crops' size: 4x the steps of HAP's 256x128 on a CPU budget)")
+    p.add_argument("--pose-epochs", type=int, default=2,
+                   help="2D-pose fine-tuning epochs of the 12,000 synthetic COCO images (375 steps each)")
+    p.add_argument("--tasks", nargs="+", default=["reid", "attributes", "pose"],
+                   choices=["reid", "attributes", "pose"], help="fine-tuning tasks to run")
     p.add_argument("--attr-images", type=int, default=4000, help="synthetic PA-100K images (80/10/10 split)")
     p.add_argument("--crops", type=int, default=4000, help="synthetic person crops for pre-training")
     p.add_argument("--crops-dir", default="data/synthetic_person_crops_4k")
@@ -189,9 +216,10 @@ def main() -> None:
         probes.append(probe(init, args, args.work))
         print(json.dumps(probes[-1]), flush=True)
     rows = []
-    for task in () if args.probes_only else ("reid", "attributes"):
+    for task in () if args.probes_only else args.tasks:
         for init in INITS:
-            rows.append(finetune(task, init, args, args.work))
+            rows.append(finetune_pose(init, args, args.work) if task == "pose" else finetune(task, init, args,
+                                                                                              args.work))
             print(json.dumps(rows[-1]), flush=True)
 
     from rich.console import Console
@@ -199,15 +227,18 @@ def main() -> None:
 
     table = Table(title=f"HAP in miniature: ViT-Ti/16, fine-tuned at {args.size[0]}x{args.size[1]}, pre-training {args.pretrain_minutes:g} min each, "
                         f"re-id {args.reid_minutes:g} min, attributes {args.attr_minutes:g} min")
-    for col in ("init", "pre-train steps", "re-id steps", "mAP", "rank-1", "attr steps", "mA", "F1"):
+    for col in ("init", "pre-train steps", "re-id steps", "mAP", "rank-1", "attr steps", "mA", "F1",
+                "pose steps", "pose AP", "AP50"):
         table.add_column(col, justify="left" if col == "init" else "right")
     steps = {r["variant"]: r["steps"] for r in pre}
     by = {(r["task"], r["init"]): r for r in rows}
+    nan, none = float("nan"), {"steps": "-"}
     for init in INITS if rows else ():
-        r, a = by[("reid", init)], by[("attributes", init)]
-        table.add_row(init, str(steps.get(init, "-")), str(r["steps"]), f"{r.get('mAP', float('nan')):.1f}",
-                      f"{r.get('rank1', float('nan')):.1f}", str(a["steps"]), f"{a.get('mA', float('nan')):.1f}",
-                      f"{a.get('f1', float('nan')):.1f}")
+        r, a, q = by.get(("reid", init), none), by.get(("attributes", init), none), by.get(("pose", init), none)
+        table.add_row(init, str(steps.get(init, "-")), str(r["steps"]), f"{r.get('mAP', nan):.1f}",
+                      f"{r.get('rank1', nan):.1f}", str(a["steps"]), f"{a.get('mA', nan):.1f}",
+                      f"{a.get('f1', nan):.1f}", str(q["steps"]), f"{q.get('AP', nan):.3f}",
+                      f"{q.get('AP50', nan):.3f}")
     Console().print(table)
     ptable = Table(title="the same encoders frozen: re-id with the raw descriptor, attributes by a linear probe")
     for col in ("init", "re-id mAP (CLS)", "rank-1 (CLS)", "re-id mAP (mean patch)", "rank-1 (mean patch)",

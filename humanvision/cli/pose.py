@@ -172,7 +172,8 @@ def evaluate(config: Path = typer.Argument(..., help="YAML recipe (see configs/)
              ) -> None:
     """Evaluate weights on the recipe's validation set: COCO AP/AR (and PCK with ground-truth boxes); for a
     monocular 3D recipe, MPJPE on its Human3.6M validation subjects (pose3d.md §5.7: the seed's 4000 mm
-    bone-length protocol, Protocol #1 and #2, per action)."""
+    bone-length protocol, Protocol #1 and #2, per action); for ContextPose with eval.dataset=mpi_inf_3dhp, PCK@150 /
+    AUC on the MPI-INF-3DHP test set per subset and sequence."""
     from humanvision.errors import ConfigError, HumanVisionError
     from humanvision.methods import algebraic, contextpose, hap, hcmoco, monocular3d, pct, volumetric
     from humanvision.methods.topdown import build_method, evaluate_topdown, prepare_synthetic
@@ -195,7 +196,7 @@ def evaluate(config: Path = typer.Argument(..., help="YAML recipe (see configs/)
     # ContextPose (every view a sample: MPJPE, bone-length and base errors); crops come from ground-truth boxes
     three_d = [(algebraic, algebraic.is_algebraic_recipe, ("model.weights",)),
                (volumetric, volumetric.is_volumetric_recipe, ("model.weights", "model.base_train_predictions")),
-               (contextpose, contextpose.is_contextpose_recipe, ("model.weights", "model.base_train_predictions"))]
+               (contextpose, contextpose.is_contextpose_recipe, contextpose.eval_unchecked(config, set_))]
     for module, is_recipe, unchecked in three_d:
         if not is_recipe(config):
             continue
@@ -206,6 +207,9 @@ def evaluate(config: Path = typer.Argument(..., help="YAML recipe (see configs/)
             metrics = module.evaluate_weights(recipe, weights, out_dir=out)
         except HumanVisionError as e:
             _fail(e)
+        if metrics.get("dataset") == "mpi_inf_3dhp":  # ContextPose on the 3DHP test set: PCK / AUC tables
+            typer.echo(contextpose.format_3dhp_table(metrics))
+            return
         _print_metrics(f"{recipe.name}: {weights} (mm)", {k: v for k, v in metrics.items() if isinstance(v, float)})
         return
     if monocular3d.is_monocular3d_recipe(config):

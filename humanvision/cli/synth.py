@@ -1,4 +1,11 @@
-"""``humanvision synth``: write a synthetic dataset in an official format, with a contact sheet."""
+"""``humanvision synth``: write a synthetic dataset in an official format, with a contact sheet.
+
+``--preset`` picks a scene preset (:mod:`humanvision.data.synthetic.presets`: legacy, coco, h36m, pedestrian) whose
+:class:`~humanvision.data.synthetic.SceneConfig` the scene formats use; options given explicitly (``--size``,
+``--views``, ``--people``, ``--motion``, ``--occluders``, ``--distortion``) override it. ``--backgrounds DIR``
+gives the presets their photo backdrops; ``synth backgrounds --out DIR [--opencv-doc DIR]`` collects such photos
+from offline packages.
+"""
 
 from __future__ import annotations
 
@@ -48,50 +55,88 @@ def synth(
                             "ntu_hcmoco | h36m_parsing | nturgbd_parsing (HCMoCo) | "
                             "mocap_coco (DeepMimic poses as COCO keypoints, no images; val: held-out clips) | "
                             "person crops of persistent identities: market1501 | pa100k | cuhk_pedes | person_crops "
-                            "(--num counts ids for market1501, train and test each, and cuhk_pedes)"),
+                            "(--num counts ids for market1501, train and test each, and cuhk_pedes) | "
+                            "backgrounds (collect person-free photos from offline packages into --out)"),
     num: int = typer.Option(100, "--num", "-n", min=1, help="Number of frames."),
-    views: int = typer.Option(1, "--views", "-v", min=1, help="Cameras per frame (h36m default 4)."),
-    size: str = typer.Option("", "--size", help="WxH (defaults: coco/mpii 256x256, h36m 1000x1000, "
-                                                "multimodal 320x320, ntu_hcmoco/nturgbd_parsing 512x424, "
-                                                "h36m_parsing 256x256; itop is always 320x240)."),
+    views: int | None = typer.Option(None, "--views", "-v", min=1, help="Cameras per frame (default 1, the "
+                                     "preset's, h36m 4)."),
+    size: str = typer.Option("", "--size", help="WxH (defaults: the preset's size with --preset, else coco/mpii "
+                                                "256x256, h36m 1000x1000, multimodal 320x320, "
+                                                "ntu_hcmoco/nturgbd_parsing 512x424, h36m_parsing 256x256; itop is "
+                                                "always 320x240)."),
     seed: int = typer.Option(0, "--seed", help="Dataset seed; frame i depends only on (seed, i)."),
-    people: str = typer.Option("1", "--people", help="People per frame: P or MIN-MAX."),
+    people: str | None = typer.Option(None, "--people", help="People per frame: P or MIN-MAX (default 1, or "
+                                      "the preset's)."),
     motion: str = typer.Option("random", "--motion", help="random | deepmimic | path to a .bvh file."),
     split: str = typer.Option("train", "--split", help="Split name used in file names."),
     val: int = typer.Option(0, "--val", min=0, help="Also write a 'val' split of this many frames (coco, mpii, "
                                                      "itop, multimodal)."),
-    distortion: bool = typer.Option(False, "--distortion", help="Give rig cameras lens distortion (h36m model)."),
-    occluders: float = typer.Option(0.25, "--occluders", min=0.0, max=1.0, help="Occluder probability."),
+    distortion: bool | None = typer.Option(None, "--distortion/--no-distortion", help="Give rig cameras lens "
+                                           "distortion (h36m model; default off, or the preset's)."),
+    occluders: float | None = typer.Option(None, "--occluders", min=0.0, max=1.0, help="Occluder probability "
+                                           "(default 0.25, or the preset's)."),
+    preset: str | None = typer.Option(None, "--preset", help="Scene preset: legacy | coco | h36m | pedestrian "
+                                      "(see humanvision.data.synthetic.presets); explicit options override it."),
+    backgrounds: Path | None = typer.Option(None, "--backgrounds", help="Folder of person-free photos for the "
+                                            "presets' backdrops (collect one with the 'backgrounds' format)."),
+    opencv_doc: Path | None = typer.Option(None, "--opencv-doc", help="backgrounds format: an extracted "
+                                           "opencv-doc package (apt-get download opencv-doc; dpkg -x ... DIR)."),
+    skimage_data: Path | None = typer.Option(None, "--skimage-data", help="backgrounds format: scikit-image's "
+                                             "skimage/data folder when scikit-image is not installed (pip download "
+                                             "scikit-image --no-deps; unzip the wheel)."),
     sheet: bool = typer.Option(True, "--sheet/--no-sheet", help="Write contact_sheet.png."),
     workers: int = typer.Option(0, "--workers", min=0, help="Rendering processes (0: one per CPU core; "
                                 "itop renders in one); the output does not depend on it."),
 ) -> None:
     """Render synthetic people and write them as a dataset in FORMAT (readable by humanvision's readers)."""
+    from dataclasses import replace
+
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
     from rich.table import Table
 
     from humanvision.data.synthetic import FORMATS, SceneConfig, contact_sheet, generate, generate_frame
+    from humanvision.data.synthetic.presets import check_preset, scene_config
+    from humanvision.errors import ConfigError
 
     fmt = format_arg or fmt
+    if fmt == "backgrounds":
+        _collect_backgrounds(out, opencv_doc, skimage_data)
+        return
+    if preset is not None:
+        try:
+            check_preset(preset, key=None)
+        except ConfigError as e:
+            raise typer.BadParameter(str(e), param_hint="--preset") from None
+    if backgrounds is not None and not backgrounds.is_dir():
+        raise typer.BadParameter(f"folder not found: {backgrounds}", param_hint="--backgrounds")
+    if (preset is not None or backgrounds is not None) and (fmt in _IDENTITY_FORMATS or fmt == "mocap_coco"):
+        raise typer.BadParameter(f"--preset and --backgrounds apply to the scene formats, not to {fmt}",
+                                 param_hint="--preset")
     if fmt in _IDENTITY_FORMATS:
         _identity_format(out, fmt, num, size, seed, motion, workers, sheet)
         return
     if fmt == "mocap_coco":
-        _mocap_coco(out, num, val, views, size or "256x256", seed, split)
+        _mocap_coco(out, num, val, views or 1, size or "256x256", seed, split)
         return
     if fmt not in FORMATS:
-        raise typer.BadParameter(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}",
-                                param_hint="--format")
+        raise typer.BadParameter(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}, backgrounds",
+                                 param_hint="--format")
+    base = SceneConfig() if preset is None and backgrounds is None else \
+        scene_config(preset or "legacy", backgrounds=backgrounds)
     default_size = {"coco": "256x256", "mpii": "256x256", "h36m": "1000x1000", "itop": "320x240",
                     "multimodal": "320x320", "ntu_hcmoco": "512x424", "h36m_parsing": "256x256",
                     "nturgbd_parsing": "512x424"}[fmt]
+    if not size and preset is not None:
+        size = f"{base.size[0]}x{base.size[1]}"
     w, h = _pair(size or default_size, "x", "--size")
-    lo, hi = _pair(people, "-", "--people")
-    clips = _motion_clips(motion)
+    lo, hi = _pair(people, "-", "--people") if people is not None else base.people
+    clips = _motion_clips(motion) if motion != "random" else base.motion
+    views = views if views is not None else base.views
     views = 4 if fmt == "h36m" and views == 1 else views
-    cfg = SceneConfig(size=(w, h), views=views, people=(lo, hi), motion=clips, occluder_prob=occluders,
-                      distortion=distortion)
+    cfg = replace(base, size=(w, h), views=views, people=(lo, hi), motion=clips,
+                  occluder_prob=occluders if occluders is not None else base.occluder_prob,
+                  distortion=distortion if distortion is not None else base.distortion)
     kwargs: dict = {"seed": seed, "config": cfg}
     if fmt != "itop":
         kwargs["workers"] = workers or os.cpu_count() or 1
@@ -122,6 +167,10 @@ def synth(
             table.add_row(key, str(summary[key]))
     table.add_row("image size", f"{w}x{h}" if fmt != "itop" else "320x240")
     table.add_row("seed", str(seed))
+    if preset is not None:
+        table.add_row("preset", preset)
+    if cfg.backgrounds is not None:
+        table.add_row("backgrounds", str(cfg.backgrounds))
     for f in summary["files"]:
         table.add_row("file", f)
     if sheet:
@@ -131,6 +180,38 @@ def synth(
         contact_sheet(frames, path, tile=256 if views == 1 else 200)
         table.add_row("contact sheet", str(path))
     console.print(table)
+
+
+def _collect_backgrounds(out: Path, opencv_doc: Path | None, skimage_data: Path | None = None) -> None:
+    """The ``backgrounds`` format: person-free photos of offline packages copied into ``out``
+    (:func:`~humanvision.data.synthetic.backgrounds.collect_backgrounds`)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from humanvision.data.synthetic import backgrounds as bg
+    from humanvision.errors import DataError
+
+    try:
+        summary = bg.collect_backgrounds(out, opencv_doc=opencv_doc, skimage_data=skimage_data)
+    except DataError as e:
+        raise typer.BadParameter(str(e), param_hint="--opencv-doc") from None
+    table = Table(title="humanvision synth: backgrounds", show_header=False)
+    table.add_row("folder", str(summary["out_dir"]))
+    table.add_row("copied", str(summary["copied"]))
+    for source, n in summary["by_source"].items():
+        where = summary["sources"].get(source)
+        table.add_row(f"  {source}", f"{n}" + (f" from {where}" if where else " (not found)"))
+    table.add_row("refused", str(len(summary["refused"])))
+    for path, reason in summary["refused"][:10]:
+        table.add_row("", f"{Path(path).name}: {reason}")
+    if len(summary["refused"]) > 10:
+        table.add_row("", f"... and {len(summary['refused']) - 10} more")
+    if summary["missing"]:
+        table.add_row("missing", ", ".join(summary["missing"]))
+    if not summary["copied"]:
+        table.add_row("note", "no photo copied: pass --opencv-doc DIR (apt-get download opencv-doc && dpkg -x "
+                              "opencv-doc_*.deb DIR) or install scikit-image")
+    Console().print(table)
 
 
 def _mocap_coco(out: Path, num: int, val: int, views: int, size: str, seed: int, split: str) -> None:

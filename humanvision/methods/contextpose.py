@@ -42,6 +42,33 @@ Evaluation (:func:`evaluate_contextpose`): MPJPE relative to the pelvis (CP's nu
 ``frames``; ``bone_length_error`` (CP's ``LimbLengthError``: the mean over the 16 limbs of ``| ||pred limb|| -
 ||gt limb|| |``, mm) and ``base_pelvis_error``.
 
+**MPI-INF-3DHP** (§4.2, §6; CP's 3DHP model is trained on Human3.6M only; ``eval.dataset: mpi_inf_3dhp``,
+:func:`evaluate_3dhp_crops`). The test set in its official layout (``TS1``-``TS6``,
+:class:`~humanvision.data.readers.MpiInf3dhpTest`), **valid frames only**, one view per frame
+(:class:`ThreeDHPTestCrops`). The parts the brief leaves open (§3.7) are our choices, each a key of
+:class:`ContextPoseEvalConfig` and stated in the output's ``protocol``:
+
+* camera: a pinhole ``K`` per sequence from :data:`THREEDHP_TEST_CAMERAS` (``eval.intrinsics: table``; TS1-4 the
+  studio camera, 2048 x 2048; TS5-6 the outdoor camera, 1920 x 1080, its lens distortion ignored), or fitted to the
+  sequence's own ``annot2`` / ``annot3`` by least squares (``fit``); the output gives each sequence's mean
+  reprojection error of ``annot3`` against ``annot2`` under the ``K`` used, a check of the table on the real files;
+* frame of the volume: the camera frame turned so that the model's vertical axis points up (``x_world = R0
+  x_cam``; for Human3.6M's z: ``(x, z, -y)``): the camera is taken as level, so the network sees the gravity-aligned
+  volumes it was trained on (rotated about the vertical only). Predictions go back to the camera frame;
+* crop: the square box about the frame's ``annot2`` joints, side ``eval.bbox_scale`` (1.2) x the longer side (LT's
+  integer ``scale_bbox``), resized to the input size;
+* cuboid centre (``eval.root``): ``gt``, the ground-truth pelvis of ``annot3`` (default; metric and on the image,
+  unlike the height-normalised ``univ_annot3``), ``gt_noisy`` (+ N(0, ``root_noise_mm``) per coordinate, fixed per
+  (sequence, frame) by ``root_seed``), or ``file`` (``root_file``: an ``.npz`` with ``sequences``, ``frames`` (0-based)
+  and ``pelvis (N, 3)`` camera-frame mm, matched explicitly), e.g. a root-depth network's estimates. With ``gt`` the
+  numbers are root-relative accuracies given a privileged root, as CP's Human3.6M numbers are given LT's multi-view
+  pelvis (§9);
+* joints: CP's 17 Human3.6M joints -> the 17 test joints by :data:`H36M17_TO_3DHP17` (a table: 3DHP's ``neck`` is
+  Human3.6M's thorax, its ``head`` Human3.6M's neck/nose joint), then the official 14 (head top .. ankles) of
+  :func:`humanvision.metrics.pose3d.evaluate_3dhp`: PCK@150 mm and AUC over 0:5:150 mm, root-relative at the pelvis,
+  against ``univ_annot3`` (``eval.ground_truth``; ``annot3`` also possible), per subset (GS / noGS / Outdoor / ALL)
+  and per sequence. ``predictions.npz`` (camera frame, test-joint order) can go to the official MATLAB script.
+
 Recipe: :class:`ContextPoseRecipe`, marked ``triangulation: contextpose`` (``configs/contextpose_*.yaml``).
 """
 
@@ -59,7 +86,6 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from humanvision.config import must_exist
-from humanvision.engine import TrainConfig
 from humanvision.engine.checkpoint import load_state_checked
 from humanvision.errors import ConfigError, DataError
 from humanvision.geometry.volume import aux_volume, coord_volume
@@ -69,6 +95,7 @@ from humanvision.methods.algebraic import ROOT, DataConfig, EvalConfig
 from humanvision.methods.volumetric import (
     LearningRates,
     VolumetricModelConfig,
+    VolumetricTrainConfig,
     VolumetricTriangulation,
     WithBasePoints,
     mae_loss,
@@ -77,23 +104,32 @@ from humanvision.methods.volumetric import (
 from humanvision.models.contextpose import ContextPoseV2V, h36m_limbs
 
 __all__ = [
+    "H36M17_TO_3DHP17",
     "LIMB_STATISTICS_FILE",
+    "THREEDHP_TEST_CAMERAS",
     "ContextPose",
+    "ContextPoseEvalConfig",
     "ContextPoseLossConfig",
     "ContextPoseModelConfig",
     "ContextPoseRecipe",
     "SingleViewCrops",
+    "ThreeDHPTestCrops",
     "attention_grid",
     "bone_length_error",
     "build_datasets",
     "build_method",
     "contextpose_loss",
     "default_limb_statistics_file",
+    "eval_unchecked",
+    "evaluate_3dhp_crops",
     "evaluate_contextpose",
     "evaluate_weights",
+    "fit_intrinsics",
+    "format_3dhp_table",
     "ga_target",
     "global_attention_loss",
     "is_contextpose_recipe",
+    "level_rotation",
     "limb_lengths",
     "limb_statistics",
     "load_limb_statistics",
@@ -105,6 +141,22 @@ __all__ = [
 ]
 
 LIMB_STATISTICS_FILE = "mean_and_std_limb_length"  # CP's name, + .h5 (or .npz without h5py)
+
+#: The h36m17 joint (CP's 17, LT order) giving each of the 17 MPI-INF-3DHP test joints (``mpi_inf_3dhp17``,
+#: univ_annot3 order): head top 9, neck <- thorax 8, right shoulder / elbow / wrist 12 11 10, left 13 14 15, right
+#: hip / knee / ankle 2 1 0, left 3 4 5, pelvis 6, spine 7, head <- neck/nose 16. Same names but for 3DHP's
+#: ``neck`` (Human3.6M's thorax) and ``head`` (Human3.6M's neck/nose joint, 16).
+H36M17_TO_3DHP17: tuple[int, ...] = (9, 8, 12, 11, 10, 13, 14, 15, 2, 1, 0, 3, 4, 5, 6, 7, 16)
+
+#: Pinhole intrinsics of the 3DHP test sequences: ``(width, height), (fx, fy), (cx, cy)`` in pixels. TS1-TS4: the
+#: studio's chest-height camera (camera 8 of the training rig), 2048 x 2048; TS5-TS6: the outdoor camera, 1920 x
+#: 1080 (its radial / tangential distortion, about -0.28 / 0.13 / -0.05 and ~1e-3, is not modelled). The values the
+#: public 3DHP loaders use; pose3d.md does not list them, so :func:`evaluate_3dhp_crops` reports the reprojection
+#: error of each sequence's ``annot3`` against its ``annot2`` under them (``eval.intrinsics: fit`` fits them).
+THREEDHP_TEST_CAMERAS: dict[int, tuple[tuple[int, int], tuple[float, float], tuple[float, float]]] = {
+    **{n: ((2048, 2048), (1500.172, 1500.837), (1017.387, 1043.032)) for n in (1, 2, 3, 4)},
+    **{n: ((1920, 1080), (1683.98345952, 1672.59370772), (939.85754016, 560.140743168)) for n in (5, 6)},
+}
 
 
 # ----------------------------------------------------------------------------------------------- the recipe
@@ -160,10 +212,51 @@ class ContextPoseLossConfig:
 
 
 @dataclass
+class ContextPoseEvalConfig(EvalConfig):
+    """The algebraic recipe's ``eval`` keys (``batch_size`` ...) plus the evaluation set: ``dataset``: ``h36m`` (the
+    recipe's validation subjects, every (frame, camera)) or ``mpi_inf_3dhp`` (the 3DHP test set at ``threedhp_root``,
+    the folder holding ``TS1`` .. ``TS6``; ``sequences``; see the module docstring for ``root``, ``root_noise_mm``,
+    ``root_seed``, ``root_file``, ``bbox_scale``, ``intrinsics`` and ``ground_truth``). The two paths are checked when
+    the evaluation reads them, not when the recipe loads (training with this recipe does not need them)."""
+
+    dataset: Literal["h36m", "mpi_inf_3dhp"] = "h36m"
+    threedhp_root: Path | None = None
+    sequences: tuple[int, ...] = (1, 2, 3, 4, 5, 6)
+    root: Literal["gt", "gt_noisy", "file"] = "gt"
+    root_noise_mm: float = 0.0
+    root_seed: int = 0
+    root_file: Path | None = None
+    bbox_scale: float = 1.2
+    intrinsics: Literal["table", "fit"] = "table"
+    ground_truth: Literal["univ_annot3", "annot3"] = "univ_annot3"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.sequences or any(n not in THREEDHP_TEST_CAMERAS for n in self.sequences):
+            raise ConfigError(f"eval.sequences: test sequences among 1..6, got {list(self.sequences)}")
+        if len(set(self.sequences)) != len(self.sequences):
+            raise ConfigError(f"eval.sequences: a sequence is listed twice: {list(self.sequences)}")
+        if not self.bbox_scale > 0:
+            raise ConfigError(f"eval.bbox_scale: must be > 0, got {self.bbox_scale}")
+        if not (self.root_noise_mm >= 0 and np.isfinite(self.root_noise_mm)):
+            raise ConfigError(f"eval.root_noise_mm: must be >= 0, got {self.root_noise_mm}")
+        if (self.root == "gt_noisy") != (self.root_noise_mm > 0):
+            raise ConfigError("eval.root_noise_mm: > 0 with root: gt_noisy (and only then), got "
+                              f"{self.root_noise_mm} with root: {self.root}")
+        if (self.root == "file") != (self.root_file is not None):
+            raise ConfigError(f"eval.root_file: set with root: file (and only then); root is {self.root!r}")
+        if self.dataset == "mpi_inf_3dhp" and self.threedhp_root is None:
+            raise ConfigError("eval.threedhp_root: the MPI-INF-3DHP test folder (TS1 .. TS6) is needed for "
+                              "dataset: mpi_inf_3dhp")
+
+
+@dataclass
 class ContextPoseRecipe:
-    """``triangulation: contextpose`` marks the recipe (:func:`is_contextpose_recipe`). ``data``, ``eval``:
-    the algebraic recipe's sections (``eval.baselines`` / ``ransac_*`` are not used); ``lr_groups``: the volumetric
-    recipe's Adam groups (CP: backbone 1e-4, process_features and the V2V 1e-3)."""
+    """``triangulation: contextpose`` marks the recipe (:func:`is_contextpose_recipe`). ``data``: the algebraic
+    recipe's section; ``eval``: its section (``eval.baselines`` / ``ransac_*`` are not used) plus the evaluation set
+    (:class:`ContextPoseEvalConfig`: Human3.6M or MPI-INF-3DHP); ``lr_groups``: the volumetric recipe's Adam groups
+    (CP: backbone 1e-4, process_features and the V2V 1e-3); ``train``: the engine's keys plus
+    ``freeze_backbone_epochs`` (:class:`~humanvision.methods.volumetric.VolumetricTrainConfig`)."""
 
     name: str = "contextpose"
     triangulation: Literal["contextpose"] = "contextpose"
@@ -171,8 +264,8 @@ class ContextPoseRecipe:
     data: DataConfig = field(default_factory=DataConfig)
     loss: ContextPoseLossConfig = field(default_factory=ContextPoseLossConfig)
     lr_groups: LearningRates = field(default_factory=LearningRates)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
+    train: VolumetricTrainConfig = field(default_factory=VolumetricTrainConfig)
+    eval: ContextPoseEvalConfig = field(default_factory=ContextPoseEvalConfig)
 
     def __post_init__(self) -> None:
         if self.triangulation != "contextpose":
@@ -632,7 +725,15 @@ def evaluate_weights(recipe: ContextPoseRecipe, weights: str | Path, out_dir: st
                      ) -> dict[str, Any]:
     """``humanvision eval`` of a ContextPose recipe: ``weights`` (a run of this method: its limb statistics come
     with it) on every (frame, camera) of the validation subjects (synthesised first for ``data.source:
-    synthetic``); algebraic base points are computed (and cached under ``out_dir/base``)."""
+    synthetic``; algebraic base points are computed and cached under ``out_dir/base``), or with ``eval.dataset:
+    mpi_inf_3dhp`` on the 3DHP test set (:func:`evaluate_3dhp_crops`)."""
+    if recipe.eval.dataset == "mpi_inf_3dhp":
+        method = build_method(recipe, weights=weights)
+        if not method.limb_statistics_set:
+            raise ConfigError(f"{weights}: no limb statistics in these weights (not a ContextPose run); set "
+                              "model.limb_statistics")
+        return evaluate_3dhp_crops(method, threedhp_dataset(recipe), batch_size=recipe.eval.batch_size,
+                                   out_dir=out_dir)
     if not recipe.data.val_subjects:
         raise ConfigError("data.val_subjects: empty, so there is nothing to evaluate on")
     vol.check_base_source(recipe.model, ("val",))
@@ -648,7 +749,8 @@ def evaluate_weights(recipe: ContextPoseRecipe, weights: str | Path, out_dir: st
 # ------------------------------------------------------------------------------------------------ training
 def run_training(recipe: ContextPoseRecipe, resume: bool = False, quiet: bool = False) -> dict[str, Any]:
     """Train the recipe with the engine: one random view per batch (:func:`one_view_collate`), Adam with the
-    volumetric groups, one epoch = ``data.objects_per_epoch`` frames; the limb statistics from
+    volumetric groups, one epoch = ``data.objects_per_epoch`` frames, the 2D network frozen in the first
+    ``train.freeze_backbone_epochs`` (CP's 3DHP model: 20); the limb statistics from
     ``model.limb_statistics`` or computed from the training split (written to the run folder as
     ``mean_and_std_limb_length.h5`` / ``.npz``); evaluation on every (frame, camera) of the validation subjects
     after each ``train.eval_every`` epochs (``eval/metrics.json``). Returns the fit summary."""
@@ -678,12 +780,273 @@ def run_training(recipe: ContextPoseRecipe, resume: bool = False, quiet: bool = 
                                  device=next(model.parameters()).device, out_dir=out / "eval" if main_rank else None)
         return {k: v for k, v in m.items() if isinstance(v, float)}
 
-    n = recipe.data.objects_per_epoch
-    sampler_fn = None if n is None else (
-        lambda rank, world: alg.ObjectsPerEpochSampler(len(train_set), n, shuffle=cfg.shuffle, seed=cfg.seed,
-                                                       rank=rank, world_size=world))
+    sampler_fn = vol.freeze_schedule_sampler_fn(method, cfg, len(train_set), recipe.data.objects_per_epoch)
     trainer = Trainer(cfg, method, train_set, eval_fn=eval_fn if val_set is not None else None,
                       sampler_fn=sampler_fn, collate_fn=one_view_collate,
                       param_groups_fn=lambda m: vol.volumetric_param_groups(m, cfg.weight_decay, recipe.lr_groups,
                                                                             cfg.lr))
     return trainer.fit(resume=resume or None)
+
+
+# ------------------------------------------------------------------------------------------ MPI-INF-3DHP
+def level_rotation(vertical_axis: int = 2) -> np.ndarray:
+    """``R0 (3, 3)``, camera frame (x right, y down, z forward) -> a right-handed world frame whose axis
+    ``vertical_axis`` points up (the camera's ``-y``), for a level camera: ``x_world = R0 x_cam``. For z (Human3.6M):
+    ``(x, z, -y)`` (y forward); for y: ``(x, -y, -z)``; for x: ``(-y, z, -x)``."""
+    rows = {2: ((1, 0, 0), (0, 0, 1), (0, -1, 0)), 1: ((1, 0, 0), (0, -1, 0), (0, 0, -1)),
+            0: ((0, -1, 0), (0, 0, 1), (-1, 0, 0))}
+    if vertical_axis not in rows:
+        raise ConfigError(f"model.vertical_axis: 0, 1 or 2, got {vertical_axis}")
+    return np.array(rows[vertical_axis], dtype=np.float64)
+
+
+def fit_intrinsics(points_2d: np.ndarray, points_3d: np.ndarray) -> tuple[tuple[float, float], tuple[float, float]]:
+    """Least-squares pinhole ``(fx, fy), (cx, cy)`` from pixels ``(..., 2)`` and camera-frame points ``(..., 3)``:
+    ``u = fx X / Z + cx``, ``v = fy Y / Z + cy`` (no skew, no distortion; points with ``Z > 0``)."""
+    uv = np.asarray(points_2d, np.float64).reshape(-1, 2)
+    xyz = np.asarray(points_3d, np.float64).reshape(-1, 3)
+    keep = xyz[:, 2] > 0
+    if keep.sum() < 2:
+        raise DataError("fitting intrinsics needs at least two points in front of the camera", field="annot3")
+    uv, xyz = uv[keep], xyz[keep]
+    f, c = [], []
+    for k in (0, 1):
+        a = np.stack([xyz[:, k] / xyz[:, 2], np.ones(len(xyz))], 1)
+        (fk, ck), *_ = np.linalg.lstsq(a, uv[:, k], rcond=None)
+        f.append(float(fk))
+        c.append(float(ck))
+    return (f[0], f[1]), (c[0], c[1])
+
+
+class ThreeDHPTestCrops(Dataset):
+    """MPI-INF-3DHP test frames (``sequences`` of ``root``, valid frames only) as single-view items of the volumetric
+    networks: ``images (1, 3, S, S)`` (the square ``annot2`` box x ``bbox_scale``), ``proj (1, 3, 4)`` (crop pixels;
+    ``K [R0^T | 0]`` with :func:`level_rotation`), ``view_mask (1,)``, ``base_point (3,)`` (world, by ``root``),
+    ``index``. Arrays for the evaluation: ``gt (N, 17, 3)`` (camera frame, ``ground_truth``: univ_annot3 or annot3),
+    ``pelvis (N, 3)`` (annot3, camera frame), ``base (N, 3)`` (camera frame), ``sequence_names`` (``TS1`` ..),
+    ``frames`` (0-based), ``cameras`` (per sequence: ``K``, size, source, reprojection error). See the module
+    docstring for the choices."""
+
+    def __init__(self, root: str | Path, input_size: int, *, sequences: Sequence[int] = (1, 2, 3, 4, 5, 6),
+                 bbox_scale: float = 1.2, bgr: bool = False, root_source: str = "gt", root_noise_mm: float = 0.0,
+                 root_seed: int = 0, root_file: str | Path | None = None, intrinsics: str = "table",
+                 vertical_axis: int = 2, ground_truth: str = "univ_annot3") -> None:
+        from humanvision.data.readers import MpiInf3dhpTest
+
+        if not Path(root).is_dir():
+            raise DataError("eval.threedhp_root: not a folder (the MPI-INF-3DHP test set, TS1 .. TS6)",
+                            file=str(root))
+        if root_source == "file" and (root_file is None or not Path(root_file).is_file()):
+            raise DataError("eval.root_file: file not found", file=str(root_file))
+        self.input_size, self.bbox_scale, self.bgr = int(input_size), float(bbox_scale), bool(bgr)
+        self.reader = MpiInf3dhpTest(root, sequences, only_valid=True, universal=False)  # annot2 + metric annot3
+        if len(self.reader) == 0:
+            raise DataError(f"no valid frames in sequences {list(sequences)}", file=str(root), field="valid_frame")
+        if ground_truth == "univ_annot3":
+            self.gt = MpiInf3dhpTest(root, sequences, only_valid=True, universal=True).kp3d.astype(np.float64)
+        elif ground_truth == "annot3":
+            self.gt = self.reader.kp3d.astype(np.float64)
+        else:
+            raise ConfigError(f"eval.ground_truth: univ_annot3 or annot3, got {ground_truth!r}")
+        self.ground_truth, self.root_source = ground_truth, root_source
+        seq = self.reader.seq
+        self.sequence_names = [f"TS{int(n)}" for n in seq]
+        self.frames = self.reader.frame.astype(np.int64)
+        self.rotation = level_rotation(vertical_axis)
+        kp2, kp3 = self.reader.kp2d.astype(np.float64), self.reader.kp3d.astype(np.float64)
+        pelvis_index = 14  # mpi_inf_3dhp17
+        self.pelvis = kp3[:, pelvis_index]
+        # one K per sequence, from the table or fitted; the reprojection error of annot3 against annot2 under it
+        self.cameras: dict[str, dict[str, Any]] = {}
+        self._k: dict[int, np.ndarray] = {}
+        for n in sorted({int(x) for x in seq}):
+            sel = seq == n
+            size, f, c = THREEDHP_TEST_CAMERAS[n]
+            if intrinsics == "fit":
+                f, c = fit_intrinsics(kp2[sel], kp3[sel])
+            elif intrinsics != "table":
+                raise ConfigError(f"eval.intrinsics: table or fit, got {intrinsics!r}")
+            k = np.array([[f[0], 0.0, c[0]], [0.0, f[1], c[1]], [0.0, 0.0, 1.0]])
+            proj = kp3[sel] @ k.T
+            err = np.linalg.norm(proj[..., :2] / proj[..., 2:] - kp2[sel], axis=-1)
+            self._k[n] = k
+            self.cameras[f"TS{n}"] = {"fx": f[0], "fy": f[1], "cx": c[0], "cy": c[1], "width": size[0],
+                                      "height": size[1], "source": intrinsics,
+                                      "reprojection_px": float(np.nanmean(err))}
+        self.base = self._base_points(root_source, root_noise_mm, root_seed, root_file)
+
+    def _base_points(self, source: str, noise_mm: float, seed: int, file: str | Path | None) -> np.ndarray:
+        """The cuboid centres ``(N, 3)`` in the camera frame (see ``eval.root``)."""
+        if source == "gt":
+            return self.pelvis.copy()
+        if source == "gt_noisy":
+            out = self.pelvis.copy()
+            for n in np.unique(self.reader.seq):
+                sel = self.reader.seq == n
+                rng = np.random.default_rng([int(seed), int(n)])  # fixed per (sequence, frame)
+                out[sel] += rng.normal(0.0, noise_mm, (int(self.frames[sel].max()) + 1, 3))[self.frames[sel]]
+            return out
+        if source == "file":
+            f = str(file)
+            try:
+                with np.load(file, allow_pickle=False) as z:
+                    data = {k: z[k] for k in z.files}
+            except (OSError, ValueError) as e:
+                raise DataError(f"not a readable .npz file ({e})", file=f) from None
+            for key in ("sequences", "frames", "pelvis"):
+                if key not in data:
+                    raise DataError("missing key (expected sequences, frames, pelvis)", file=f, field=key)
+            seqs = np.array([int(str(x).removeprefix("TS")) for x in np.asarray(data["sequences"]).reshape(-1)])
+            frames = np.asarray(data["frames"]).reshape(-1).astype(np.int64)
+            pelvis = np.asarray(data["pelvis"], np.float64)
+            if pelvis.shape != (len(seqs), 3) or len(frames) != len(seqs):
+                raise DataError(f"expected sequences (N,), frames (N,), pelvis (N, 3); got {len(seqs)}, "
+                                f"{len(frames)}, {pelvis.shape}", file=f, field="pelvis")
+            if not np.isfinite(pelvis).all():
+                raise DataError("non-finite values", file=f, field="pelvis")
+            lookup = {(int(a), int(b)): i for i, (a, b) in enumerate(zip(seqs, frames, strict=True))}
+            rows = []
+            for n, t in zip(self.reader.seq, self.frames, strict=True):
+                if (int(n), int(t)) not in lookup:
+                    raise DataError(f"no pelvis for TS{int(n)} frame {int(t)}", file=f, field="frames")
+                rows.append(lookup[(int(n), int(t))])
+            return pelvis[rows]
+        raise ConfigError(f"eval.root: gt, gt_noisy or file, got {source!r}")
+
+    def __len__(self) -> int:
+        return len(self.reader)
+
+    def camera(self, index: int) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+        """``(P (3, 4) in crop pixels, crop box (left, top, right, bottom))`` of frame ``index``."""
+        from humanvision.geometry import Camera
+
+        uv = self.reader.kp2d[index].astype(np.float64)
+        tlbr = (int(np.floor(uv[:, 1].min())), int(np.floor(uv[:, 0].min())), int(np.ceil(uv[:, 1].max())),
+                int(np.ceil(uv[:, 0].max())))
+        box = alg.square_box(tlbr, self.bbox_scale)
+        if box[2] <= box[0]:
+            raise DataError(f"empty crop box {box} from the annot2 joints", record=self.reader[index].image_id,
+                            field="annot2")
+        n = int(self.reader.seq[index])
+        w, h = THREEDHP_TEST_CAMERAS[n][0]
+        cam = Camera(K=self._k[n], R=self.rotation.T, t=np.zeros(3), width=w, height=h)
+        s = self.input_size
+        return cam.crop(box).resize(s, s).projection_matrix, box
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        import cv2
+
+        from humanvision.data.transforms import normalize_image
+
+        proj, box = self.camera(index)
+        sample = self.reader[index]
+        s = self.input_size
+        crop = cv2.resize(alg.crop_image(sample.load_image(), box), (s, s), interpolation=cv2.INTER_AREA)
+        if self.bgr:
+            crop = np.ascontiguousarray(crop[..., ::-1])
+        return {"images": normalize_image(crop)[None], "proj": torch.from_numpy(proj)[None],
+                "view_mask": torch.ones(1, dtype=torch.bool),
+                "base_point": torch.from_numpy(self.rotation @ self.base[index]), "index": index}
+
+
+def threedhp_dataset(recipe: ContextPoseRecipe) -> ThreeDHPTestCrops:
+    """The recipe's 3DHP test set (``eval.threedhp_root`` ...; the model's input size, vertical axis and colour
+    order)."""
+    e = recipe.eval
+    if e.threedhp_root is None:
+        raise ConfigError("eval.threedhp_root: the MPI-INF-3DHP test folder (TS1 .. TS6) is not set")
+    return ThreeDHPTestCrops(e.threedhp_root, recipe.model.input_size, sequences=e.sequences,
+                             bbox_scale=e.bbox_scale, bgr=recipe.data.bgr, root_source=e.root,
+                             root_noise_mm=e.root_noise_mm, root_seed=e.root_seed, root_file=e.root_file,
+                             intrinsics=e.intrinsics, vertical_axis=recipe.model.vertical_axis,
+                             ground_truth=e.ground_truth)
+
+
+_ROOT_TEXT = {"gt": "ground-truth pelvis (annot3)", "gt_noisy": "ground-truth pelvis (annot3) + Gaussian noise",
+              "file": "pelvis estimates from eval.root_file"}
+
+
+@torch.no_grad()
+def evaluate_3dhp_crops(method: VolumetricTriangulation, dataset: ThreeDHPTestCrops, *, batch_size: int = 16,
+                        device: str | torch.device = "cpu", num_workers: int = 0,
+                        out_dir: str | Path | None = None) -> dict[str, Any]:
+    """Predict every frame (one view, no rotation), map CP's 17 joints to the test joints
+    (:data:`H36M17_TO_3DHP17`) in the camera frame, and score them with
+    :func:`humanvision.metrics.pose3d.evaluate_3dhp` (14 joints, pelvis-relative, PCK@150 mm, AUC 0:5:150).
+    Returns ``pck``, ``auc``, ``mpjpe`` (mm, the same 14 joints), ``count`` (frames), ``base_pelvis_error`` (mm),
+    ``per_subset`` (GS / noGS / Outdoor present in the set, and ALL), ``per_sequence``, ``per_group``, ``protocol``
+    (the choices in words: root, cameras, joints, ground truth) and ``cameras``; with ``out_dir`` also
+    ``metrics.json`` and ``predictions.npz`` (``pred`` / ``gt (N, 17, 3)`` camera frame, test-joint order,
+    ``sequences``, ``frames``)."""
+    import json
+
+    from humanvision.metrics.pose3d import THREEDHP_EVAL_JOINTS, evaluate_3dhp
+
+    device = torch.device(device)
+    was_training = method.training
+    method.eval().to(device)
+    preds, indices = [], []
+    for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers):
+        out = method.predict(batch["images"].to(device), batch["proj"].to(device), batch["base_point"].to(device),
+                             batch["view_mask"].to(device))
+        preds.append(out["keypoints_3d"].double().cpu().numpy())
+        indices.append(np.asarray(batch["index"]))
+    method.train(was_training)
+    idx = np.concatenate(indices)
+    world = np.concatenate(preds)  # (N, 17, 3) h36m17, the level world frame
+    pred = (world @ dataset.rotation)[:, list(H36M17_TO_3DHP17)]  # x_cam = R0^T x_world, row vectors
+    gt = dataset.gt[idx]
+    seqs = [dataset.sequence_names[i] for i in idx]
+    r = evaluate_3dhp(pred, gt, sequences=seqs)
+    overall = {"pck": r.pck, "auc": r.auc, "mpjpe": r.mpjpe, "count": r.count}
+    metrics: dict[str, Any] = {
+        "dataset": "mpi_inf_3dhp", "pck": r.pck, "auc": r.auc, "mpjpe": r.mpjpe, "count": float(r.count),
+        "base_pelvis_error": float(np.linalg.norm(dataset.base[idx] - dataset.pelvis[idx], axis=-1).mean()),
+        "per_subset": {**r.per_subset, "ALL": overall}, "per_sequence": r.per_sequence, "per_group": r.per_group,
+        "protocol": {
+            "root": f"{dataset.root_source}: {_ROOT_TEXT.get(dataset.root_source, dataset.root_source)} as the "
+                    "cuboid centre",
+            "frames": "valid frames only (valid_frame == 1)",
+            "joints": f"the official 14 ({len(THREEDHP_EVAL_JOINTS)}: head top .. ankles), relative to the pelvis; "
+                      "CP's h36m17 -> mpi_inf_3dhp17 by H36M17_TO_3DHP17",
+            "ground_truth": dataset.ground_truth,
+            "threshold_mm": r.threshold, "auc_thresholds_mm": "0:5:150",
+            "camera": "pinhole K per sequence (eval.intrinsics), distortion ignored; the camera taken as level "
+                      "(world = R0 camera, the model's vertical axis up)",
+        },
+        "cameras": dataset.cameras,
+    }
+    if out_dir is not None and int(os.environ.get("RANK", "0")) == 0:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        np.savez(out / "predictions.npz", pred=pred, gt=gt, sequences=np.asarray(seqs),
+                 frames=dataset.frames[idx])
+    return metrics
+
+
+def format_3dhp_table(metrics: dict[str, Any]) -> str:
+    """The per-subset and per-sequence table of :func:`evaluate_3dhp_crops`'s result, as text."""
+    lines = [f"MPI-INF-3DHP ({metrics['protocol']['root']}; {metrics['protocol']['ground_truth']})",
+             f"{'':10s} {'PCK@150':>8s} {'AUC':>6s} {'MPJPE':>7s} {'frames':>7s}"]
+    for name, row in [*metrics["per_subset"].items(), *metrics["per_sequence"].items()]:
+        lines.append(f"{name:10s} {row['pck']:8.1f} {row['auc']:6.1f} {row['mpjpe']:7.1f} {int(row['count']):7d}")
+    return "\n".join(lines)
+
+
+def eval_unchecked(config: str | Path | dict, overrides: Sequence[str] = ()) -> tuple[str, ...]:
+    """The recipe keys whose paths ``humanvision eval`` does not need: the weights and the training base points,
+    and for ``eval.dataset: mpi_inf_3dhp`` (in the recipe or ``overrides``) all Human3.6M data, base sources and the
+    limb statistics (the weights carry them)."""
+    from humanvision.config import recipe_mapping
+
+    section = recipe_mapping(config).get("eval")
+    dataset = section.get("dataset") if isinstance(section, dict) else None
+    for item in overrides:  # the last --set eval.dataset=... wins (a malformed one fails later, in load_config)
+        key, _, value = str(item).partition("=")
+        if key.strip() == "eval.dataset":
+            dataset = value.strip().strip("'\"")
+    base = ("model.weights", "model.base_train_predictions")
+    if dataset == "mpi_inf_3dhp":
+        return (*base, "data.", "model.base_", "model.limb_statistics")
+    return base

@@ -70,7 +70,9 @@ class DataConfig:
     ``source: coco`` reads ``train_ann``/``val_ann`` (COCO keypoint json) with images under ``*_images`` (default:
     the json's folder). ``source: mpii`` reads the mmpose MPII json layout and evaluates PCKh with the head boxes
     of ``val_gt`` (``mpii_gt_val.mat``, same person order as ``val_ann``). ``source: synthetic`` generates a COCO-format set of synthetic people into
-    ``synthetic_dir`` the first time (``synthetic_train`` / ``synthetic_val`` images of ``synthetic_size``).
+    ``synthetic_dir`` the first time (``synthetic_train`` / ``synthetic_val`` images of ``synthetic_size``), with
+    the scenes of ``synthetic_preset`` (:mod:`humanvision.data.synthetic.presets`: ``legacy``, ``coco``, ``h36m``,
+    ``pedestrian``; both splits) and the photo backdrops of the ``synthetic_backgrounds`` folder.
     ``source: h36m`` reads the Human3.6M multi-view labels (``train_ann`` = ``val_ann`` = the ``.npy``, images under
     ``*_images`` = the ``processed/`` folder) as one sample per (frame, camera) with the 3D joints projected to 2D
     (:class:`~humanvision.data.readers.Human36MViews`): ``train_subjects`` / ``val_subjects``, every
@@ -94,6 +96,8 @@ class DataConfig:
     synthetic_val: int = 200
     synthetic_size: tuple[int, int] = (256, 256)
     synthetic_seed: int = 0
+    synthetic_preset: str = "legacy"
+    synthetic_backgrounds: Path | None = must_exist()
     padding: float = 1.25
     augment: Literal["vitpose", "pct", "light", "flip", "none"] = "vitpose"
     sigma: float | None = None
@@ -102,6 +106,13 @@ class DataConfig:
     train_subjects: list[str] = field(default_factory=lambda: ["S1", "S5", "S6", "S7", "S8"])
     val_subjects: list[str] = field(default_factory=lambda: ["S9", "S11"])
     val_every: int = 1
+
+    def __post_init__(self) -> None:
+        """Check ``synthetic_preset`` at load time (the error names the key and lists the presets)."""
+        if self.synthetic_preset != "legacy":
+            from humanvision.data.synthetic.presets import check_preset
+
+            check_preset(self.synthetic_preset, key="data.synthetic_preset")
 
 
 @dataclass
@@ -312,15 +323,23 @@ def prepare_synthetic(data: DataConfig, quiet: bool = False) -> DataConfig:
     if data.source != "synthetic":
         return data
     from humanvision.data.synthetic.cache import write_once
+    from humanvision.data.synthetic.presets import scene_config
     from humanvision.data.synthetic.writers import generate_coco
 
     root = Path(data.synthetic_dir)
     params = {"train": data.synthetic_train, "val": data.synthetic_val, "size": list(data.synthetic_size),
               "seed": data.synthetic_seed}
+    config = None  # legacy: generate_coco's own default, as before presets
+    if data.synthetic_preset != "legacy" or data.synthetic_backgrounds is not None:
+        folder = data.synthetic_backgrounds
+        if folder is not None and not Path(folder).is_dir():
+            raise ConfigError(f"data.synthetic_backgrounds: folder not found: {folder}")
+        config = scene_config(data.synthetic_preset, backgrounds=folder)
+        params.update(preset=data.synthetic_preset, backgrounds=None if folder is None else str(folder))
     total = data.synthetic_train + data.synthetic_val
     write_once(root, params, lambda progress: generate_coco(
         root, {"train": data.synthetic_train, "val": data.synthetic_val}, size=tuple(data.synthetic_size),
-        seed=data.synthetic_seed, progress=progress, workers=os.cpu_count() or 1),
+        seed=data.synthetic_seed, config=config, progress=progress, workers=os.cpu_count() or 1),
         quiet=quiet, description=f"synthesising {total} images -> {root}")
     data.train_ann, data.train_images = root / "annotations/person_keypoints_train.json", root / "train"
     data.val_ann, data.val_images = root / "annotations/person_keypoints_val.json", root / "val"

@@ -37,6 +37,18 @@ backbone) 1e-4, ``process_features`` 1e-3, V2V 1e-3, through the engine's groups
 Weights (:func:`load_weights_into`): our runs, an algebraic run or a 2D network (the backbone only), or an
 official LT volumetric checkpoint (:func:`convert_lt_checkpoint`).
 
+Frozen-backbone phase (``train.freeze_backbone_epochs``, :class:`VolumetricTrainConfig`; ContextPose's
+``fix_weights`` of its 3DHP transfer model, §3.7): for the first ``k`` epochs the 2D network (``backbone`` and the
+conf head) runs without gradients and with BatchNorm in eval mode (:meth:`VolumetricTriangulation.freeze_backbone`),
+so its weights and statistics stay exactly as loaded and the optimiser skips them; from epoch ``k`` on everything
+trains. The engine has no hooks: the switch rides on the sampler's ``set_epoch``, which the engine calls at the
+start of every epoch, a resumed one included (:class:`EpochCallbackSampler`).
+
+Mixed precision: the geometry (grid, projection, unprojection, aggregation) and the 3D soft-argmax run in float64 /
+float32 outside autocast, the soft-argmax on coordinates relative to the base point (a bf16 world grid would have
+8-16 mm steps at 2-4 m); the V2V's convolutions on its 2³ / 1³ levels run in float32 (oneDNN's bf16 Conv3d weight
+gradient is wrong there, :class:`~humanvision.models.v2v.V2VConv3d`).
+
 Evaluation (:func:`evaluate_volumetric`): §4.1 MPJPE relative to the pelvis and absolute, per action (trials
 merged) and per subject, frame-weighted, with the frame count (the algebraic method's tables), plus
 ``base_pelvis_error``: the mean distance of the base points from the ground-truth pelvis.
@@ -44,6 +56,7 @@ merged) and per subject, frame-weighted, with the frame count (the algebraic met
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
@@ -55,12 +68,13 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from humanvision.codecs.integral import soft_argmax_3d
 from humanvision.config import must_exist
 from humanvision.engine import TrainConfig
 from humanvision.engine.checkpoint import load_state_checked
+from humanvision.engine.distributed import ResumableSampler
 from humanvision.errors import ConfigError, DataError
 from humanvision.geometry.camera import update_after_resize
 from humanvision.geometry.volume import AGGREGATIONS, aggregate_volumes, coord_volume, unproject_features
@@ -76,10 +90,12 @@ from humanvision.methods.algebraic import (
 from humanvision.models.v2v import V2VModel
 
 __all__ = [
+    "EpochCallbackSampler",
     "LearningRates",
     "VolumetricLossConfig",
     "VolumetricModelConfig",
     "VolumetricRecipe",
+    "VolumetricTrainConfig",
     "VolumetricTriangulation",
     "WithBasePoints",
     "base_points",
@@ -89,6 +105,7 @@ __all__ = [
     "convert_lt_checkpoint",
     "evaluate_volumetric",
     "evaluate_weights",
+    "freeze_schedule_sampler_fn",
     "is_lt_checkpoint",
     "is_volumetric_recipe",
     "load_recipe",
@@ -210,6 +227,21 @@ class LearningRates:
 
 
 @dataclass
+class VolumetricTrainConfig(TrainConfig):
+    """The engine's ``train`` keys plus ``freeze_backbone_epochs``: train the first that many epochs with the 2D
+    network frozen (no gradients, BatchNorm in eval mode), then end to end (0: never frozen; ContextPose's 3DHP
+    model: 20, then end to end). Under DDP the frozen parameters get no gradients, so it needs
+    ``find_unused_parameters: true``."""
+
+    freeze_backbone_epochs: int = 0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.freeze_backbone_epochs < 0:
+            raise ConfigError(f"train.freeze_backbone_epochs: must be >= 0, got {self.freeze_backbone_epochs}")
+
+
+@dataclass
 class VolumetricRecipe:
     """``triangulation: volumetric`` marks the recipe (:func:`is_volumetric_recipe`). ``data`` and ``eval`` are the
     algebraic recipe's sections (``eval.baselines`` / ``ransac_*`` are not used here)."""
@@ -220,7 +252,7 @@ class VolumetricRecipe:
     data: DataConfig = field(default_factory=DataConfig)
     loss: VolumetricLossConfig = field(default_factory=VolumetricLossConfig)
     lr_groups: LearningRates = field(default_factory=LearningRates)
-    train: TrainConfig = field(default_factory=TrainConfig)
+    train: VolumetricTrainConfig = field(default_factory=VolumetricTrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def __post_init__(self) -> None:
@@ -311,6 +343,22 @@ class VolumetricTriangulation(nn.Module):
                 raise ConfigError(f"model.backbone: cannot tell the channels of {type(backbone).__name__}'s "
                                   "deepest features (no num_features) for the conf aggregation head")
             self.confidence_head = ConfidenceHead(channels, feature_channels, confidence_channels)
+        self.backbone_frozen = False
+
+    def freeze_backbone(self, frozen: bool = True) -> None:
+        """Fix the 2D network (``backbone`` and the conf head): it then runs under ``no_grad`` with BatchNorm in eval
+        mode, so neither its weights (no gradients: the optimiser skips them) nor its statistics change; ``False``
+        trains it again. The frozen final layer stays frozen either way."""
+        self.backbone_frozen = bool(frozen)
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> VolumetricTriangulation:
+        super().train(mode)
+        if self.backbone_frozen:
+            self.backbone.eval()
+            if self.confidence_head is not None:
+                self.confidence_head.eval()
+        return self
 
     def no_weight_decay(self) -> set[str]:
         return {n for n, p in self.named_parameters() if p.ndim <= 1}
@@ -345,9 +393,11 @@ class VolumetricTriangulation(nn.Module):
             raise DataError(f"expected base_point ({b}, 3), got {tuple(base_point.shape)}", field="base_point")
         if view_mask is None:
             view_mask = torch.ones(b, v, dtype=torch.bool, device=images.device)
-        deep = self.backbone.forward_features(images.flatten(0, 1))
-        features = self.process_features(self.backbone.head.deconv_layers(deep))
-        weights = None if self.confidence_head is None else self.confidence_head(deep).unflatten(0, (b, v))
+        with torch.no_grad() if self.backbone_frozen else contextlib.nullcontext():
+            deep = self.backbone.forward_features(images.flatten(0, 1))
+            deconv = self.backbone.head.deconv_layers(deep)
+            weights = None if self.confidence_head is None else self.confidence_head(deep).unflatten(0, (b, v))
+        features = self.process_features(deconv)
         if angle is None:
             angle = (torch.rand(b, device=images.device, dtype=torch.float64) * (2 * math.pi)
                      if self.training and self.rotation else torch.zeros(b, device=images.device, dtype=torch.float64))
@@ -725,9 +775,60 @@ def evaluate_weights(recipe: VolumetricRecipe, weights: str | Path, out_dir: str
 
 
 # ------------------------------------------------------------------------------------------------ training
+class EpochCallbackSampler(Sampler):
+    """A resumable sampler (the engine's contract: ``num_samples``, ``set_epoch(epoch, start)``, ``(index, seed)``
+    items) that also calls ``on_epoch(epoch)`` whenever the engine starts an epoch (or resumes in one): the one
+    place where a method learns the epoch without engine hooks."""
+
+    def __init__(self, sampler: ResumableSampler, on_epoch) -> None:
+        self.sampler, self.on_epoch = sampler, on_epoch
+
+    @property
+    def num_samples(self) -> int:
+        return self.sampler.num_samples
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.on_epoch(epoch)
+        self.sampler.set_epoch(epoch, start)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self):
+        return iter(self.sampler)
+
+
+def freeze_schedule_sampler_fn(method: VolumetricTriangulation, cfg: TrainConfig, num_items: int,
+                               objects_per_epoch: int | None):
+    """The engine's ``sampler_fn`` of these recipes: LT's epoch of ``objects_per_epoch`` frames
+    (:class:`~humanvision.methods.algebraic.ObjectsPerEpochSampler`; None: the engine's uniform sampler), and with
+    ``cfg.freeze_backbone_epochs = k > 0`` the method's 2D network frozen in epochs ``0 .. k-1``
+    (:meth:`VolumetricTriangulation.freeze_backbone`; frozen from the start, so the engine's precision measurement
+    before the first epoch sees the frozen model too). A ConfigError under DDP without
+    ``train.find_unused_parameters``."""
+    k = int(getattr(cfg, "freeze_backbone_epochs", 0))
+    if k and int(os.environ.get("WORLD_SIZE", "1")) > 1 and not cfg.find_unused_parameters:
+        raise ConfigError("train.freeze_backbone_epochs: under DDP the frozen 2D network gets no gradients; set "
+                          "train.find_unused_parameters: true")
+    method.freeze_backbone(k > 0)
+    if not k and objects_per_epoch is None:
+        return None  # the engine's uniform sampler
+
+    def make(rank: int, world: int):
+        if objects_per_epoch is None:
+            inner = ResumableSampler(num_items, shuffle=cfg.shuffle, seed=cfg.seed, rank=rank, world_size=world)
+        else:
+            inner = alg.ObjectsPerEpochSampler(num_items, objects_per_epoch, shuffle=cfg.shuffle, seed=cfg.seed,
+                                               rank=rank, world_size=world)
+        return inner if not k else EpochCallbackSampler(inner, lambda epoch: method.freeze_backbone(epoch < k))
+
+    return make
+
+
 def run_training(recipe: VolumetricRecipe, resume: bool = False, quiet: bool = False) -> dict[str, Any]:
     """Train the recipe with the engine (Adam with :func:`volumetric_param_groups`, one epoch =
-    ``data.objects_per_epoch`` frames), evaluating on the validation subjects after each ``train.eval_every``
+    ``data.objects_per_epoch`` frames; the 2D network frozen in the first ``train.freeze_backbone_epochs``),
+    evaluating on the validation subjects after each ``train.eval_every``
     epochs (:func:`evaluate_volumetric`, ``eval/metrics.json`` in the run folder). Returns the fit summary."""
     from humanvision.config import save_config
     from humanvision.engine import Trainer, seed_everything
@@ -753,10 +854,7 @@ def run_training(recipe: VolumetricRecipe, resume: bool = False, quiet: bool = F
                                 device=next(model.parameters()).device, out_dir=out / "eval" if main_rank else None)
         return {k: v for k, v in m.items() if isinstance(v, float)}
 
-    n = recipe.data.objects_per_epoch
-    sampler_fn = None if n is None else (
-        lambda rank, world: alg.ObjectsPerEpochSampler(len(train_set), n, shuffle=cfg.shuffle, seed=cfg.seed,
-                                                       rank=rank, world_size=world))
+    sampler_fn = freeze_schedule_sampler_fn(method, cfg, len(train_set), recipe.data.objects_per_epoch)
     trainer = Trainer(cfg, method, train_set, eval_fn=eval_fn if val_set is not None else None,
                       sampler_fn=sampler_fn,
                       param_groups_fn=lambda m: volumetric_param_groups(m, cfg.weight_decay, recipe.lr_groups, cfg.lr))

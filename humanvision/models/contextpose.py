@@ -27,7 +27,9 @@ Grid parity choices (§3.2, §9). The voxel positions of the kernel are ``spacin
 :mod:`humanvision.methods.contextpose`.)
 
 Numerics: the softmaxes, the messages and the descriptors run in float32 outside autocast (under bf16 the
-attention values of ~1e-3 and the kernel rows lose too much); the convs follow the caller's autocast. The kernels
+attention values of ~1e-3 and the kernel rows lose too much); the convs follow the caller's autocast, except that a
+3³ conv on an input smaller than 3 along a side (only when the volume is under 32³) runs in float32
+(:class:`~humanvision.models.v2v.V2VConv3d`: oneDNN's bf16 weight gradient is wrong there). The kernels
 are built once per (grid, spacing, device) and kept as a plain attribute, not a buffer: a 1 GB tensor stays out of
 the state dict and out of DDP's per-step buffer broadcast. ``cache_kernels=False`` instead builds them on the fly
 in blocks of ``kernel_chunk`` rows under activation checkpointing (no 1 GB tensor, in training either; the exp is
@@ -46,7 +48,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from humanvision.models.v2v import Basic3DBlock, Res3DBlock, Upsample3DBlock
+from humanvision.models.v2v import Basic3DBlock, Res3DBlock, Upsample3DBlock, V2VConv3d
 
 __all__ = [
     "AttenRes3DBlock",
@@ -273,7 +275,7 @@ class AttenRes3DBlock(nn.Module):
             raise ValueError(f"AttenRes3DBlock: {channels} channels are not a multiple of {num_joints} joints")
         self.attention = AttentionConv3D(num_joints, channels // num_joints, **attention_kwargs)
         self.bn1 = nn.BatchNorm3d(channels)
-        self.conv = nn.Conv3d(channels, channels, 3, padding=1)
+        self.conv = V2VConv3d(channels, channels, 3, padding=1)  # float32 below 3³ (see models.v2v)
         self.bn2 = nn.BatchNorm3d(channels)
 
     def forward(self, x: torch.Tensor, spacing: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -21,6 +21,15 @@ encoder_res{l}, mid_res, decoder_res{l}, decoder_upsample{l}, skip_res{l}}`` (l 
 ``output_layer``; inside the blocks ``block.{0,1}`` (conv, BN), ``res_branch.{0,1,3,4}`` and ``skip_con.{0,1}``.
 With the same names an LT checkpoint's ``volume_net.*`` loads by its prefix alone
 (:func:`humanvision.methods.volumetric.convert_lt_checkpoint`).
+
+Mixed precision: every 3D conv of the blocks is a :class:`V2VConv3d`, an ``nn.Conv3d`` (same parameters and keys)
+that runs in float32 outside autocast when its input is smaller than its kernel along some side (the 2³ and 1³
+bottom levels of the hourglass). Under bf16 autocast on CPU, oneDNN's bf16 Conv3d **weight gradient** is wrong for
+such inputs (measured with torch 2.14.1 on an AVX-512-BF16 CPU: a 3³ kernel on a 2³ or 2 x 8 x 8 input, a 7³ kernel
+on sides 1-3, gives garbage values up to 1e36, inf or NaN, sometimes a heap corruption; 1³ / 3³+ sides, 1³
+kernels, transposed convs and float32 are exact). With LT's 64³ volume the V2V's fifth level is 2³, with a 32³
+volume the fourth: bf16 training hit a non-finite loss within a few steps. The float32 path costs nothing there
+(at most 128 x 2³ values per sample).
 """
 
 from __future__ import annotations
@@ -28,7 +37,22 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["Basic3DBlock", "EncoderDecoder", "Res3DBlock", "Upsample3DBlock", "V2VModel"]
+__all__ = ["Basic3DBlock", "EncoderDecoder", "Res3DBlock", "Upsample3DBlock", "V2VConv3d", "V2VModel"]
+
+
+class V2VConv3d(nn.Conv3d):
+    """``nn.Conv3d`` that computes in float32 (autocast off, input cast up) when autocast is on and the input is
+    smaller than the kernel along a spatial side; otherwise exactly ``nn.Conv3d`` (see the module docstring: oneDNN's
+    bf16 weight gradient is wrong for such inputs). The output is then float32."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = x.device.type
+        if (torch.amp.is_autocast_available(t) and torch.is_autocast_enabled(t)
+                and any(s < k for s, k in zip(x.shape[-3:], self.kernel_size, strict=True) if k > 1)):
+            with torch.autocast(x.device.type, enabled=False):
+                return self._conv_forward(x.float(), self.weight.float(),
+                                          None if self.bias is None else self.bias.float())
+        return super().forward(x)
 
 
 class Basic3DBlock(nn.Module):
@@ -37,7 +61,7 @@ class Basic3DBlock(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int) -> None:
         super().__init__()
         self.block = nn.Sequential(
-            nn.Conv3d(in_channels, out_channels, kernel_size, stride=1, padding=kernel_size // 2),
+            V2VConv3d(in_channels, out_channels, kernel_size, stride=1, padding=kernel_size // 2),
             nn.BatchNorm3d(out_channels),
             nn.ReLU(inplace=True))
 
@@ -52,10 +76,10 @@ class Res3DBlock(nn.Module):
     def __init__(self, in_channels: int, out_channels: int) -> None:
         super().__init__()
         self.res_branch = nn.Sequential(
-            nn.Conv3d(in_channels, out_channels, 3, stride=1, padding=1),
+            V2VConv3d(in_channels, out_channels, 3, stride=1, padding=1),
             nn.BatchNorm3d(out_channels),
             nn.ReLU(inplace=True),
-            nn.Conv3d(out_channels, out_channels, 3, stride=1, padding=1),
+            V2VConv3d(out_channels, out_channels, 3, stride=1, padding=1),
             nn.BatchNorm3d(out_channels))
         if in_channels == out_channels:
             self.skip_con: nn.Module = nn.Sequential()  # identity, no parameters

@@ -11,6 +11,11 @@ Writers (``generate_coco``, ``generate_mpii``, ``generate_h36m``, ``generate_ito
 produce datasets in the official layouts, each readable by :mod:`humanvision.data.readers`; the command line is
 ``humanvision synth``. Everything is deterministic for a seed: frame ``i`` of seed ``s`` only depends on
 ``(config, s, i)``.
+
+Scene presets mirror benchmarks' statistics (:mod:`~humanvision.data.synthetic.presets`: ``legacy``, ``coco``,
+``h36m``, ``pedestrian``): ``scene_config("coco", backgrounds="data/backgrounds")``; ``SceneConfig``'s opt-in
+fields compose shots (full body to close-ups), truncation, crowds, photo backdrops, lighting, outfits, camera
+effects and COCO-style visibility flags.
 """
 
 from humanvision.data.synthetic.body import (
@@ -26,8 +31,19 @@ from humanvision.data.synthetic.body import (
     sample_shape,
 )
 from humanvision.data.synthetic.motion import Motion, deepmimic_clips, load_deepmimic, read_bvh, retarget
+from humanvision.data.synthetic.presets import PRESETS, preset_statistics, scene_config
 from humanvision.data.synthetic.render import Background, PrimitiveSet, RenderOutput, camera_rays, render
-from humanvision.data.synthetic.scene import Frame, SceneConfig, View, annotate, generate_frame, make_rig
+from humanvision.data.synthetic.scene import (
+    SHOTS,
+    Frame,
+    SceneConfig,
+    View,
+    adjacent_parts,
+    annotate,
+    generate_frame,
+    make_rig,
+    walking_pose,
+)
 from humanvision.data.synthetic.sheet import contact_sheet, view_panels
 from humanvision.data.synthetic.writers import (
     FORMATS,
@@ -41,9 +57,10 @@ from humanvision.data.synthetic.writers import (
 )
 
 __all__ = [
-    "FORMATS", "JOINTS", "JOINT_LIMITS", "PART_NAMES", "SEGMENT_NAMES", "SYNTH_SKELETON", "Background", "BodyShape",
-    "Frame", "Motion", "PosedBody", "PrimitiveSet", "RenderOutput", "SceneConfig", "View", "annotate",
-    "camera_rays", "contact_sheet", "deepmimic_clips", "generate", "generate_coco", "generate_frame",
-    "generate_h36m", "generate_itop", "generate_mpii", "generate_multimodal", "load_deepmimic", "make_rig",
-    "pose_body", "read_bvh", "render", "retarget", "sample_pose", "sample_shape", "select_joints", "view_panels",
+    "FORMATS", "JOINTS", "JOINT_LIMITS", "PART_NAMES", "PRESETS", "SEGMENT_NAMES", "SHOTS", "SYNTH_SKELETON",
+    "Background", "BodyShape", "Frame", "Motion", "PosedBody", "PrimitiveSet", "RenderOutput", "SceneConfig", "View",
+    "adjacent_parts", "annotate", "camera_rays", "contact_sheet", "deepmimic_clips", "generate", "generate_coco",
+    "generate_frame", "generate_h36m", "generate_itop", "generate_mpii", "generate_multimodal", "load_deepmimic",
+    "make_rig", "pose_body", "preset_statistics", "read_bvh", "render", "retarget", "sample_pose", "sample_shape",
+    "scene_config", "select_joints", "view_panels", "walking_pose",
 ]

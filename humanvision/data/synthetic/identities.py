@@ -32,6 +32,10 @@ camera's intrinsics do the cut and the anisotropic resize, rendered directly at 
 (one per camera in 0-25 degrees, +-5 per image), distance and colour cast belong to camera ``k`` of the dataset's
 seed: the same identity looks different across cameras, and the images of one camera share its look.
 
+:func:`dress_person` gives scenes the same wardrobe: a posed body of the scene dressed with a random identity's
+clothes and accessories, skin tones anywhere from very light to very dark, every primitive labelled with the scene's
+instance and the body part under it (clothes over a limb carry the limb's label).
+
 Writers, each in the official layout (see their docstrings): :func:`generate_market1501`,
 :func:`generate_pa100k`, :func:`generate_cuhk_pedes`, :func:`generate_person_crops` (LUPerson-like crops with
 COCO-17 keypoints and HAP's per-image pose files). Every image depends only on the seed and its index, so
@@ -81,8 +85,10 @@ from humanvision.geometry.camera import Camera
 __all__ = [
     "COLOURS",
     "PA100K_ATTRIBUTES",
+    "SKIN_RAMP",
     "Identity",
     "caption",
+    "dress_person",
     "generate_cuhk_pedes",
     "generate_market1501",
     "generate_pa100k",
@@ -191,7 +197,11 @@ def sample_identity(seed: int, pid: int) -> Identity:
     """Identity ``pid`` of the world ``seed`` (deterministic: depends only on ``(seed, pid)``)."""
     if int(pid) < 0 or int(seed) < 0:
         raise ConfigError(f"seed and pid must be >= 0, got seed {seed}, pid {pid}")
-    rng = np.random.default_rng([int(seed), int(pid), 0x1D])
+    return _draw_identity(np.random.default_rng([int(seed), int(pid), 0x1D]), int(pid))
+
+
+def _draw_identity(rng: np.random.Generator, pid: int) -> Identity:
+    """An identity drawn from ``rng`` (the draws of :func:`sample_identity`, in its order)."""
     female = bool(rng.uniform() < 0.5)
     u = rng.uniform()
     age = "child" if u < 0.08 else "senior" if u > 0.9 else "adult"
@@ -297,12 +307,18 @@ def _frame_from(z: np.ndarray, x_hint: np.ndarray) -> np.ndarray:
     return np.stack([x, np.cross(z, x), z], 1)
 
 
-def _identity_primitives(ident: Identity, body: PosedBody) -> PrimitiveSet:
+def _identity_primitives(ident: Identity, body: PosedBody, instance: int = 1, labelled: bool = False
+                         ) -> PrimitiveSet:
     """The person's primitives: the base renderer's body and clothes, recoloured for splice sleeves, coats, skirts
-    and boots, plus the coat / skirt / hair / accessory primitives (instance 1; accessory parts: hat, hair and
-    glasses ``head``, coat and skirt ``torso``, bags 0)."""
+    and boots, plus the coat / skirt / hair / accessory primitives (accessory parts: hat, hair and glasses
+    ``head``, coat and skirt ``torso``, bags 0).
+
+    ``labelled`` gives every primitive the label of the body part under it, for part maps: the coat and the skirt
+    become a ``torso`` piece over the hips (down to where the body's own pelvis ends) and one tube per thigh
+    labelled with that upper leg; backpacks, shoulder bags and their straps are ``torso``, a handbag is the hand
+    holding it. Without it the primitives are the re-id crops' (unchanged)."""
     ap = ident.appearance
-    prims = _person_primitives(body, 1, appearance=ap)
+    prims = _person_primitives(body, instance, appearance=ap)
     col = ident.colours
     seg_names = [SEGMENT_NAMES[p.segment] for p in body.primitives]
     for i, pr in enumerate(body.primitives):
@@ -337,15 +353,39 @@ def _identity_primitives(ident: Identity, body: PosedBody) -> PrimitiveSet:
     thigh = knees - J["pelvis"]
     L = float(np.linalg.norm(thigh))
     g, hip = ident.shape.girth, ident.shape.hip
-    if ident.upper == "coat":
+    if ident.upper == "coat" and not labelled:
         M = _frame_from(-thigh, Rp[:, 0])
         rows.append(_row_ell(J["pelvis"] + 0.45 * thigh, M, (0.105 * H * g * hip, 0.078 * H * g, 0.55 * L + 0.05 * H),
                              PART["torso"], ap.shirt, ap.shirt_b, ap.shirt_pattern if ap.shirt_pattern != 5 else 0,
                              ap.period_shirt))
-    if ident.lower == "skirt":
+    if ident.lower == "skirt" and not labelled:
         M = _frame_from(-thigh, Rp[:, 0])
         rows.append(_row_ell(J["pelvis"] + 0.35 * thigh, M, (0.1 * H * g * hip, 0.072 * H * g, 0.4 * L + 0.03 * H),
                              PART["torso"], ap.trousers, ap.trousers_b, ap.trousers_pattern, ap.period_trousers))
+    if labelled and (ident.upper == "coat" or ident.lower == "skirt"):
+        coat = ident.upper == "coat"
+        M = _frame_from(-thigh, Rp[:, 0])
+        up = (0.1 * L + 0.05 * H) if coat else (0.05 * L + 0.03 * H)  # above the pelvis, as the one-piece garment
+        colours = (ap.shirt, ap.shirt_b, ap.shirt_pattern if ap.shirt_pattern != 5 else 0, ap.period_shirt) if coat \
+            else (ap.trousers, ap.trousers_b, ap.trousers_pattern, ap.period_trousers)
+        half = 0.5 * (up + 0.2 * L)  # the hip piece ends 0.2 thigh below the pelvis, like the body's pelvis
+        centre = J["pelvis"] + (0.2 * L - half) * thigh / max(L, 1e-9)
+        rows.append(_row_ell(centre, M, ((0.105 if coat else 0.1) * H * g * hip, (0.078 if coat else 0.072) * H * g,
+                                         half), PART["torso"], *colours))
+        for side, inward in (("left", 1.0), ("right", -1.0)):
+            # one wide ellipsoid per thigh, reaching past the midline: together they look like one garment and
+            # the visible seam between the two labels is where their surfaces cross, near the midline
+            hip_j, knee_j = J[f"{side}_hip"], J[f"{side}_knee"]
+            thigh_s = knee_j - hip_j
+            L_s = max(float(np.linalg.norm(thigh_s)), 1e-9)
+            d = thigh_s / L_s
+            top = hip_j - 0.15 * L * d
+            hem = hip_j + ((L_s + 0.06 * H) if coat else (0.75 * L_s + 0.05 * H)) * d
+            c = 0.5 * (top + hem) + inward * 0.02 * H * g * hip * Rp[:, 0]
+            rows.append(_row_ell(c, _frame_from(-d, Rp[:, 0]),
+                                 ((0.075 if coat else 0.07) * H * g * hip, (0.078 if coat else 0.072) * H * g,
+                                  0.5 * float(np.linalg.norm(hem - top))),
+                                 PART[f"{side}_upper_leg"], *colours))
     if ident.long_hair:
         rows.append(_row_ell(hc + hM @ (hr * np.array([0.0, -0.3, -0.5])), hM, hr * np.array([0.92, 0.6, 0.95]),
                              PART["head"], ap.hair))
@@ -359,21 +399,22 @@ def _identity_primitives(ident: Identity, body: PosedBody) -> PrimitiveSet:
                              PART["head"], np.array([0.05, 0.05, 0.06])))
     bag = col["bag"]
     strap = 0.006 * H
+    carried = PART["torso"] if labelled else 0
     if "backpack" in ident.accessories:
         rows.append(_row_box(cc + cM @ np.array([0.0, -1.3 * cr[1], -0.1 * cr[2]]), cM,
-                             (0.7 * cr[0], 0.38 * cr[1], 0.62 * cr[2]), 0, bag))
+                             (0.7 * cr[0], 0.38 * cr[1], 0.62 * cr[2]), carried, bag))
         for s, side in ((-1.0, "left"), (1.0, "right")):
             top = J[f"{side}_shoulder"] + cM @ np.array([-s * 0.01 * H, -0.005 * H, 0.03 * H])
             front = cc + cM @ (cr * np.array([s * 0.55, 0.82, 0.25]))
-            rows.append(_row_cap(top, front, strap, 0, bag))
+            rows.append(_row_cap(top, front, strap, carried, bag))
     if "shoulder_bag" in ident.accessories:
         s, side, other = (1.0, "right", "left") if ident.pid % 2 else (-1.0, "left", "right")
         centre = J[f"{side}_hip"] + Rp @ np.array([s * (0.064 * H * g), -0.02 * H, -0.01 * H])
         half = np.array([0.022 * H, 0.07 * H, 0.055 * H])
-        rows.append(_row_box(centre, Rp, half, 0, bag))
+        rows.append(_row_box(centre, Rp, half, carried, bag))
         mid = cc + cM @ (cr * np.array([0.0, 1.02, 0.1]))
-        rows.append(_row_cap(J[f"{other}_shoulder"] + cM @ np.array([0.0, 0.0, 0.03 * H]), mid, strap, 0, bag))
-        rows.append(_row_cap(mid, centre + Rp @ np.array([0.0, 0.0, half[2]]), strap, 0, bag))
+        rows.append(_row_cap(J[f"{other}_shoulder"] + cM @ np.array([0.0, 0.0, 0.03 * H]), mid, strap, carried, bag))
+        rows.append(_row_cap(mid, centre + Rp @ np.array([0.0, 0.0, half[2]]), strap, carried, bag))
     if "handbag" in ident.accessories:
         side = "left" if ident.pid % 2 else "right"
         yaw = Rp[:, 1].copy()
@@ -381,10 +422,47 @@ def _identity_primitives(ident: Identity, body: PosedBody) -> PrimitiveSet:
         M = _frame_from(np.array([0.0, 0.0, 1.0]), np.cross(yaw if np.linalg.norm(yaw) > 1e-6 else
                                                           np.array([0.0, 1.0, 0.0]), [0.0, 0.0, 1.0]))
         half = np.array([0.025 * H, 0.08 * H, 0.065 * H])
-        rows.append(_row_box(J[f"{side}_hand_tip"] - np.array([0.0, 0.0, half[2] - 0.01 * H]), M, half, 0, bag))
+        rows.append(_row_box(J[f"{side}_hand_tip"] - np.array([0.0, 0.0, half[2] - 0.01 * H]), M, half,
+                             PART[f"{side}_hand"] if labelled else 0, bag))
     if not rows:
         return prims
-    return PrimitiveSet.concatenate([prims, _pack(rows, 1)])
+    return PrimitiveSet.concatenate([prims, _pack(rows, instance)])
+
+
+#: skin tones from very light to very dark (RGB in [0, 1]); :func:`dress_person` draws anywhere along this ramp
+SKIN_RAMP = np.array([[0.98, 0.87, 0.78], [0.96, 0.80, 0.69], [0.90, 0.70, 0.56], [0.78, 0.58, 0.43],
+                      [0.58, 0.40, 0.28], [0.38, 0.26, 0.18], [0.24, 0.16, 0.11]])
+
+
+def _skin_tone(rng: np.random.Generator) -> np.ndarray:
+    """A skin colour anywhere along :data:`SKIN_RAMP` (linear interpolation), with a small undertone jitter."""
+    t = rng.uniform(0.0, len(SKIN_RAMP) - 1.0)
+    k = min(int(t), len(SKIN_RAMP) - 2)
+    tone = SKIN_RAMP[k] + (t - k) * (SKIN_RAMP[k + 1] - SKIN_RAMP[k])
+    return np.clip(tone * (1.0 + rng.normal(0.0, 0.03, 3)), 0.0, 1.0)
+
+
+def dress_person(body: PosedBody, instance: int, rng: np.random.Generator) -> PrimitiveSet:
+    """Dress a posed body with a random look, for scenes: the body's primitives plus clothes and accessories.
+
+    The look is an identity drawn from ``rng`` (:func:`sample_identity`'s rules: shirt or coat, long or short
+    sleeves, trousers, shorts or a skirt, patterns, boots, long hair, hat, glasses, backpack, shoulder bag,
+    handbag, named colours) with a skin tone anywhere from very light to very dark (:data:`SKIN_RAMP`); the garments
+    are sized on ``body`` itself. Every primitive carries ``instance`` and the label of the body part under it
+    (``labelled`` :func:`_identity_primitives`: coat and skirt split into a hip piece, ``torso``, and one piece per
+    thigh, that upper leg; bags ``torso``, a handbag the hand holding it), so part maps stay exact.
+
+    Args:
+        body: a posed body (:func:`~humanvision.data.synthetic.body.pose_body`).
+        instance: the person's instance id in the scene (1..255).
+        rng: every draw comes from it (deterministic given its state).
+    """
+    if not 0 < int(instance) < 256:
+        raise ConfigError(f"instance must be 1..255 (uint8 instance maps, 0 is background), got {instance}")
+    ident = _draw_identity(rng, int(instance))
+    ident.shape = body.shape  # garments follow the body actually posed
+    ident.appearance.skin = _skin_tone(rng)
+    return _identity_primitives(ident, body, instance=int(instance), labelled=True)
 
 
 # --------------------------------------------------------------------------------------------- crops

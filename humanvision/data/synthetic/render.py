@@ -12,6 +12,10 @@ Protocol
 * Shading: ``albedo * (ambient + diffuse * max(0, n . l))`` with per-primitive two-colour procedural textures
   (stripes, checks, a face with eyes and hair on the head, a printed panel on the shirt front) evaluated in the
   primitive's local frame, so textures move with the body.
+* Shadows (opt-in, ``render(..., shadows=True)``): a ground pixel (and, with ``body_shadows``, a body pixel) whose
+  surface point sees a primitive in the light's direction loses the direct term (``ambient`` only). Shadow rays
+  are tested analytically (per person or occluder: pixels inside the projection of its shadow volume, then
+  primitives whose bounding sphere the ray passes); only colour changes, never depth or labels.
 """
 
 from __future__ import annotations
@@ -321,7 +325,8 @@ def _texture(pattern: np.ndarray, q: np.ndarray, period: np.ndarray, radii: np.n
 
 
 def render(prims: PrimitiveSet, camera: Camera, background: Background, light_dir: np.ndarray,
-           ambient: float = 0.45, diffuse: float = 0.6, rgb: bool = True) -> RenderOutput:
+           ambient: float = 0.45, diffuse: float = 0.6, rgb: bool = True, shadows: bool = False,
+           body_shadows: bool = True) -> RenderOutput:
     """Render one view of a scene.
 
     Args:
@@ -331,6 +336,10 @@ def render(prims: PrimitiveSet, camera: Camera, background: Background, light_di
         light_dir: (3,) world direction *towards* the light.
         ambient, diffuse: shading weights.
         rgb: set False to skip shading (depth and labels only).
+        shadows: cast shadows of the primitives (directional light) on the ground; off by default (the output
+            is then exactly the shadow-free rendering).
+        body_shadows: with ``shadows``, also shadow primitives' own pixels (a raised arm shading the torso, one
+            person another).
     """
     W, H = camera.width, camera.height
     dx, dy = camera_rays(camera)
@@ -385,6 +394,12 @@ def render(prims: PrimitiveSet, camera: Camera, background: Background, light_di
 
     img = background.image.astype(np.float32, copy=True)
     light_c = R @ (np.asarray(light_dir, dtype=np.float64) / np.linalg.norm(light_dir))
+    shadow = None
+    if shadows and len(prims):
+        receivers = (ground_mask & ~hit) if ground_mask is not None else np.zeros((H, W), bool)
+        if body_shadows:
+            receivers = receivers | hit
+        shadow = _shadow_mask(prims, camera, depth, prim_id, receivers, np.asarray(light_dir, dtype=np.float64))
     if ground_mask is not None:
         g = ground_mask & ~hit
         if g.any():
@@ -397,6 +412,8 @@ def render(prims: PrimitiveSet, camera: Camera, background: Background, light_di
             col = background.ground_colours.astype(np.float32)[tile]
             fade = np.exp(-z / 40000.0).astype(np.float32)[:, None]  # aerial perspective towards the backdrop
             shade = ambient + diffuse * max(0.0, float(light_c @ R[:, 2]))
+            if shadow is not None:
+                shade = np.where(shadow[g], np.float32(ambient), np.float32(shade))[:, None]
             img[g] = fade * col * shade + (1 - fade) * img[g]
     if hit.any():
         idx = prim_id[hit]
@@ -409,10 +426,135 @@ def render(prims: PrimitiveSet, camera: Camera, background: Background, light_di
         albedo = ca + np.clip(w, 0, 1)[:, None] * (cb - ca)
         albedo = np.where((w < 0)[:, None], 0.08, albedo)
         lam = np.clip(n @ light_c, 0.0, 1.0)
+        if shadow is not None:
+            lam = np.where(shadow[hit], 0.0, lam)
         rim = 0.15 * np.clip(-(n * p).sum(-1) / np.linalg.norm(p, axis=-1), 0, 1)  # soft view-facing term
         img[hit] = albedo * (ambient + rim + diffuse * lam)[:, None]
     out = np.clip(img * 255.0 + 0.5, 0, 255).astype(np.uint8)
     return RenderOutput(out, depth_out, parts, instances)
+
+
+_SHADOW_EPS = 1.0  # mm: a shadow ray must travel this far before a hit counts (surface acne)
+
+
+def _shadow_hits(kind: int, o: np.ndarray, L: np.ndarray, ps: PrimitiveSet, idx: np.ndarray) -> np.ndarray:
+    """``(N,)`` bool: whether ray ``o[n] + t L`` (``o`` (N, 3) world points, ``L`` (3,) unit) hits primitive
+    ``idx[n]`` (all of ``kind``) at ``t > eps``. Capsules test the cylinder and both spherical caps."""
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        if kind == CAPSULE:
+            a, b, r = ps.a[idx], ps.b[idx], ps.radius[idx]
+            ba, oa = b - a, o - a
+            baba, bard = (ba * ba).sum(-1), ba @ L
+            baoa, rdoa, oaoa = (oa * ba).sum(-1), oa @ L, (oa * oa).sum(-1)
+            qa = baba - bard * bard
+            qb = baba * rdoa - baoa * bard
+            qc = baba * oaoa - baoa * baoa - r * r * baba
+            h = qb * qb - qa * qc
+            t = (-qb - np.sqrt(h)) / qa
+            y = baoa + t * bard
+            hit = (h >= 0) & (y > 0) & (y < baba) & (t > _SHADOW_EPS)
+            for end in (a, b):  # the two spherical caps
+                oc = o - end
+                bb = oc @ L
+                hh = bb * bb - ((oc * oc).sum(-1) - r * r)
+                hit |= (hh >= 0) & (-bb - np.sqrt(hh) > _SHADOW_EPS)
+            return hit
+        c, M, radii = ps.centre[idx], ps.axes[idx], ps.radii[idx]
+        ol = np.einsum("nj,nji->ni", o - c, M)  # local coordinates (M's columns are the local axes)
+        dl = L @ M
+        if kind == ELLIPSOID:
+            ol, dl = ol / radii, dl / radii
+            A, B, C = (dl * dl).sum(-1), (ol * dl).sum(-1), (ol * ol).sum(-1) - 1.0
+            h = B * B - A * C
+            return (h >= 0) & ((-B - np.sqrt(h)) / A > _SHADOW_EPS)
+        t1, t2 = (-radii - ol) / dl, (radii - ol) / dl
+        tn = np.nanmax(np.minimum(t1, t2), -1)
+        tf = np.nanmin(np.maximum(t1, t2), -1)
+        return (tn <= tf) & (tn > _SHADOW_EPS)
+
+
+def _world_bounds(ps: PrimitiveSet) -> tuple[np.ndarray, np.ndarray]:
+    """World axis-aligned bounding boxes ``lo``, ``hi`` (P, 3) of the primitives."""
+    ext_e = np.sqrt(((ps.axes * ps.radii[:, None, :]) ** 2).sum(-1))
+    ext_b = (np.abs(ps.axes) * ps.radii[:, None, :]).sum(-1)
+    r = ps.radius[:, None]
+    cap = (ps.kind == CAPSULE)[:, None]
+    ell = (ps.kind == ELLIPSOID)[:, None]
+    lo = np.where(cap, np.minimum(ps.a, ps.b) - r, ps.centre - np.where(ell, ext_e, ext_b))
+    hi = np.where(cap, np.maximum(ps.a, ps.b) + r, ps.centre + np.where(ell, ext_e, ext_b))
+    return lo, hi
+
+
+def _shadow_mask(prims: PrimitiveSet, camera: Camera, depth: np.ndarray, prim_id: np.ndarray,
+                 receivers: np.ndarray, light_dir: np.ndarray) -> np.ndarray:
+    """``(H, W)`` bool: receiver pixels whose surface point (from ``depth``) sees a primitive towards the light.
+
+    Primitives are processed per group (one person, or one occluder). Receivers inside the pixel rectangle of the
+    group's shadow volume (the camera projection of the group's world bounding box and of that box's projection
+    along the light onto the ground ``z = 0``; the whole image for a light within ~3 degrees of the horizon) are
+    expressed in the light's frame (``u, v`` across the light, ``w`` along it); a (receiver, primitive) pair is
+    tested exactly only when the receiver's shadow ray passes within the primitive's bounding sphere and the
+    sphere is not wholly behind the receiver. A pixel of primitive ``i`` is never shadowed by ``i`` itself.
+    """
+    H, W = depth.shape
+    L = light_dir / np.linalg.norm(light_dir)
+    R, tc = camera.R, camera.t
+    shadow = np.zeros((H, W), dtype=bool)
+    if not receivers.any():
+        return shadow
+    dx, dy = (np.broadcast_to(v, (H, W)) for v in camera_rays(camera))
+    e1 = np.cross(L, [1.0, 0.0, 0.0] if abs(L[0]) < 0.9 else [0.0, 1.0, 0.0])
+    e1 /= np.linalg.norm(e1)
+    basis = np.stack([e1, np.cross(L, e1), L])  # rows: u, v, w axes in the world
+    to_light = R @ basis.T  # camera frame -> light frame: (p_cam - t) @ R @ basis.T
+    offset = tc @ to_light
+
+    lo, hi = _world_bounds(prims)
+    cap = prims.kind == CAPSULE
+    centre = np.where(cap[:, None], 0.5 * (prims.a + prims.b), prims.centre)
+    rad = np.where(cap, 0.5 * np.linalg.norm(prims.b - prims.a, axis=-1) + prims.radius,
+                   np.where(prims.kind == ELLIPSOID, prims.radii.max(-1), np.linalg.norm(prims.radii, axis=-1)))
+    cl = centre @ basis.T  # sphere centres in the light frame
+    groups = [np.nonzero(prims.instance == k)[0] for k in np.unique(prims.instance) if k > 0]
+    groups += [np.array([i]) for i in np.nonzero(prims.instance == 0)[0]]
+    corners = np.stack(np.meshgrid([0, 1], [0, 1], [0, 1], indexing="ij"), -1).reshape(8, 3)
+    for g in groups:
+        if L[2] > 0.05:
+            pts = np.where(corners == 1, hi[g].max(0), lo[g].min(0))
+            pts = np.concatenate([pts, pts - (np.maximum(pts[:, 2], 0.0) / L[2])[:, None] * L], 0) @ R.T + tc
+            x0, y0, x1, y1 = _pixel_boxes(pts.min(0)[None], pts.max(0)[None], camera)[0]
+        else:
+            x0, y0, x1, y1 = 0, 0, W, H
+        if x1 <= x0 or y1 <= y0:
+            continue
+        ys, xs = np.nonzero(receivers[y0:y1, x0:x1] & ~shadow[y0:y1, x0:x1])
+        if not len(ys):
+            continue
+        ys, xs = ys + y0, xs + x0
+        z = depth[ys, xs].astype(np.float64)
+        rx, ry = dx[ys, xs], dy[ys, xs]
+        u, v, w = (z * (rx * to_light[0, k] + ry * to_light[1, k] + to_light[2, k]) - offset[k] for k in range(3))
+        gc, gr = cl[g], rad[g]
+        near = (u >= (gc[:, 0] - gr).min()) & (u <= (gc[:, 0] + gr).max()) & (v >= (gc[:, 1] - gr).min()) & \
+            (v <= (gc[:, 1] + gr).max()) & (w < (gc[:, 2] + gr).max())
+        if not near.any():
+            continue
+        ys, xs, u, v, w = ys[near], xs[near], u[near], v[near], w[near]
+        du, dv = u[:, None] - gc[None, :, 0], v[:, None] - gc[None, :, 1]
+        cand = (du * du + dv * dv <= (gr * gr)[None]) & (w[:, None] < (gc[:, 2] + gr)[None]) & \
+            (prim_id[ys, xs][:, None] != g[None])
+        ri, gi = np.nonzero(cand)
+        if not len(ri):
+            continue
+        idx = g[gi]
+        p = np.stack([u[ri], v[ri], w[ri]], -1) @ basis  # light frame -> world
+        kinds = prims.kind[idx]
+        for kind in (CAPSULE, ELLIPSOID, BOX):
+            m = kinds == kind
+            if m.any():
+                hit = _shadow_hits(kind, p[m], L, prims, idx[m])
+                shadow[ys[ri[m][hit]], xs[ri[m][hit]]] = True
+    return shadow
 
 
 def procedural_background(rng: np.random.Generator, width: int, height: int) -> np.ndarray:

@@ -228,7 +228,7 @@ def main() -> None:
     table = Table(title=f"HAP in miniature: ViT-Ti/16, fine-tuned at {args.size[0]}x{args.size[1]}, pre-training {args.pretrain_minutes:g} min each, "
                         f"re-id {args.reid_minutes:g} min, attributes {args.attr_minutes:g} min")
     for col in ("init", "pre-train steps", "re-id steps", "mAP", "rank-1", "attr steps", "mA", "F1",
-                "pose steps", "pose AP", "AP50"):
+                "pose steps", "pose AP", "AP50", "PCK@0.2"):
         table.add_column(col, justify="left" if col == "init" else "right")
     steps = {r["variant"]: r["steps"] for r in pre}
     by = {(r["task"], r["init"]): r for r in rows}
@@ -238,7 +238,7 @@ def main() -> None:
         table.add_row(init, str(steps.get(init, "-")), str(r["steps"]), f"{r.get('mAP', nan):.1f}",
                       f"{r.get('rank1', nan):.1f}", str(a["steps"]), f"{a.get('mA', nan):.1f}",
                       f"{a.get('f1', nan):.1f}", str(q["steps"]), f"{q.get('AP', nan):.3f}",
-                      f"{q.get('AP50', nan):.3f}")
+                      f"{q.get('AP50', nan):.3f}", f"{q.get('PCK@0.2', nan):.1f}")
     Console().print(table)
     ptable = Table(title="the same encoders frozen: re-id with the raw descriptor, attributes by a linear probe")
     for col in ("init", "re-id mAP (CLS)", "rank-1 (CLS)", "re-id mAP (mean patch)", "rank-1 (mean patch)",

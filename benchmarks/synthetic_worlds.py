@@ -10,6 +10,8 @@ busy machine trains as long, not less):
   portraits, truncation, crowds, photo backdrops from ``--backgrounds``, outfits, shadows, camera effects, COCO
   visibility); an epoch is over people, and this world has 2.4 people per image, so it gets ``--new-images``
   images (4,922: the same 11,876 labelled people as legacy's 12,000 images), hence the same steps.
+* ``mix``: half of each (the first 6,000 legacy images and the first 2,449 preset images: 5,936 + 5,938 people),
+  the same steps again (``--mix-new 0`` skips it).
 
 Each trained model is then evaluated (GT boxes, flip test) on the 150 validation images of *both* worlds (OKS AP:
 "without losing synthetic-val AP" is the legacy column) and by ``benchmarks/sim_to_real.py``'s agreement with the
@@ -34,9 +36,51 @@ from pathlib import Path
 RECIPE = Path("configs/synthetic_tiny.yaml")
 
 
+def mixed_set(args: argparse.Namespace) -> Path:
+    """The ``mix`` arm's training set: the first ``--mix-legacy`` images of the legacy set and the first
+    ``--mix-new`` of the new world's (5,936 + 5,938 people: as many as each other arm), hard-linked into one
+    COCO-format folder (``legacy_*`` / ``{preset}_*`` file names, ids renumbered)."""
+    import json
+    import os
+
+    out = Path(f"data/synthetic_mix_{args.preset}")
+    ann = out / "annotations" / "person_keypoints_train.json"
+    if ann.exists():
+        return out
+    (out / "train").mkdir(parents=True, exist_ok=True)
+    merged: dict = {"images": [], "annotations": [], "categories": None, "info": {"mix": []}}
+    for tag, root, n in (("legacy", Path("data/synthetic_coco"), args.mix_legacy),
+                         (args.preset, Path(f"data/synthetic_{args.preset}_world_{args.new_images}"), args.mix_new)):
+        src = json.loads((root / "annotations" / "person_keypoints_train.json").read_text())
+        merged["categories"] = src["categories"]
+        merged["info"]["mix"].append({"source": str(root), "images": n})
+        keep = {im["id"]: im for im in src["images"][:n]}
+        new_id = {}
+        for old, im in keep.items():
+            new_id[old] = len(merged["images"]) + 1
+            name = f"{tag}_{im['file_name']}"
+            if not (out / "train" / name).exists():
+                os.link(root / "train" / im["file_name"], out / "train" / name)
+            merged["images"].append({**im, "id": new_id[old], "file_name": name})
+        for a in src["annotations"]:
+            if a["image_id"] in new_id:
+                merged["annotations"].append({**a, "id": len(merged["annotations"]) + 1,
+                                              "image_id": new_id[a["image_id"]]})
+    ann.parent.mkdir(parents=True, exist_ok=True)
+    ann.write_text(json.dumps(merged))
+    return out
+
+
 def arm_overrides(arm: str, args: argparse.Namespace) -> list[str]:
     """The recipe overrides of one arm (data) at the shared step budget (train)."""
-    data = ([] if arm == "legacy" else
+    if arm == "mix":
+        root = mixed_set(args)
+        data = ["data.source=coco", f"data.train_ann={root}/annotations/person_keypoints_train.json",
+                f"data.train_images={root}/train",
+                "data.val_ann=data/synthetic_coco/annotations/person_keypoints_val.json",
+                "data.val_images=data/synthetic_coco/val"]
+    else:
+        data = ([] if arm == "legacy" else
             [f"data.synthetic_preset={arm}", f"data.synthetic_backgrounds={args.backgrounds}",
              f"data.synthetic_train={args.new_images}",
              f"data.synthetic_dir=data/synthetic_{arm}_world_{args.new_images}"])
@@ -81,15 +125,18 @@ def main() -> None:
     p.add_argument("--new-images", type=int, default=4922,
                    help="training images of the new world: 4,922 coco-preset images hold 11,876 people, as many as "
                         "the legacy set's 12,000 images, so both arms take the same steps per epoch")
+    p.add_argument("--mix-legacy", type=int, default=6000, help="mix arm: legacy images (5,936 people)")
+    p.add_argument("--mix-new", type=int, default=2449, help="mix arm: new-world images (5,938 people); 0: no mix arm")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--work", type=Path, default=Path("runs/worlds"))
     p.add_argument("--real", type=Path, default=Path("data/real"), help="sim_to_real.py's data folder")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/synthetic_worlds.json"))
     args = p.parse_args()
-    arms = ("legacy", args.preset)
+    arms = ("legacy", args.preset, *(("mix",) if args.mix_new else ()))
+    worlds = ("legacy", args.preset)
 
     training = [train_arm(arm, args) for arm in arms]
-    synthetic = {arm: {world: evaluate_on(arm, world, args) for world in arms} for arm in arms}
+    synthetic = {arm: {world: evaluate_on(arm, world, args) for world in worlds} for arm in arms}
 
     sys.path.insert(0, str(Path(__file__).parent))
     import sim_to_real

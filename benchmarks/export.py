@@ -53,6 +53,18 @@ def timed(fn) -> tuple[float, float]:
     return time.process_time() - c0, time.perf_counter() - w0
 
 
+def interleaved(runs: dict, rounds: int) -> dict[str, np.ndarray]:
+    """One warm-up call of each function, then ``rounds`` rounds of one call each, interleaved: per name the
+    median ``(cpu_s, wall_s)`` of its calls."""
+    for fn in runs.values():
+        fn()
+    times: dict[str, list[tuple[float, float]]] = {k: [] for k in runs}
+    for _ in range(rounds):
+        for k, fn in runs.items():
+            times[k].append(timed(fn))
+    return {k: np.median(np.array(v), axis=0) for k, v in times.items()}
+
+
 def bench_int8(report, transform, modes: list[str], batches: list[int], rounds: int, so, tmp: Path,
                fp32_session) -> list[dict]:
     """int8 (``modes``) vs fp32 onnxruntime forward time of one exported model, and the keypoint differences."""
@@ -72,13 +84,7 @@ def bench_int8(report, transform, modes: list[str], batches: list[int], rounds: 
             xn = np.random.default_rng(batch).standard_normal((batch, 3, h, w)).astype(np.float32)
             runs = {"fp32": lambda xn=xn: fp32_session.run(None, {"input": xn}),
                     "int8": lambda xn=xn, s=session: s.run(None, {"input": xn})}
-            for fn in runs.values():
-                fn()  # warm-up
-            times: dict[str, list[tuple[float, float]]] = {k: [] for k in runs}
-            for _ in range(rounds):
-                for k, fn in runs.items():
-                    times[k].append(timed(fn))
-            med = {k: np.median(np.array(v), axis=0) for k, v in times.items()}
+            med = interleaved(runs, rounds)
             row = {"model": name, "input": f"{h}x{w}", "batch": batch, "mode": mode, "rounds": rounds,
                    "fp32_cpu_s": float(med["fp32"][0]), "int8_cpu_s": float(med["int8"][0]),
                    "fp32_wall_s": float(med["fp32"][1]), "int8_wall_s": float(med["int8"][1]),
@@ -125,12 +131,7 @@ def bench_model(name: str, size: tuple[int, int], batches: list[int], rounds: in
         def run_ort(xn=xn) -> None:
             session.run(None, {"input": xn})
 
-        run_torch(), run_ort()  # warm-up
-        times: dict[str, list[tuple[float, float]]] = {"torch": [], "ort": []}
-        for _ in range(rounds):
-            times["torch"].append(timed(run_torch))
-            times["ort"].append(timed(run_ort))
-        med = {k: np.median(np.array(v), axis=0) for k, v in times.items()}  # (cpu, wall)
+        med = interleaved({"torch": run_torch, "ort": run_ort}, rounds)  # (cpu, wall)
         row = {"model": name, "input": f"{h}x{w}", "batch": batch, "rounds": rounds,
                "torch_cpu_s": float(med["torch"][0]), "ort_cpu_s": float(med["ort"][0]),
                "torch_wall_s": float(med["torch"][1]), "ort_wall_s": float(med["ort"][1]),

@@ -49,11 +49,9 @@ import json
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -171,13 +169,9 @@ def parity(model: nn.Module, hf: nn.Module, inputs: dict[str, torch.Tensor]) -> 
 
 
 # ------------------------------------------------------------------------------------------------------ timing
-def timed(fn) -> tuple[float, float]:
-    c0, w0 = time.process_time(), time.perf_counter()
-    fn()
-    return time.process_time() - c0, time.perf_counter() - w0
-
-
 def bench(model: nn.Module, hf: nn.Module, session, batches: list[int], rounds: int) -> list[dict[str, Any]]:
+    from export import interleaved  # benchmarks/export.py (main() puts benchmarks/ on sys.path)
+
     w, h = model.input_size
     rows = []
     for batch in batches:
@@ -196,13 +190,7 @@ def bench(model: nn.Module, hf: nn.Module, session, batches: list[int], rounds: 
             session.run(None, {"input": xn})
 
         runs = {"ours": ours, "transformers": transformers_, "onnxruntime": ort}
-        for fn in runs.values():
-            fn()  # warm-up
-        times: dict[str, list[tuple[float, float]]] = {k: [] for k in runs}
-        for _ in range(rounds):
-            for k, fn in runs.items():
-                times[k].append(timed(fn))
-        med = {k: np.median(np.array(v), axis=0) for k, v in times.items()}  # (cpu, wall)
+        med = interleaved(runs, rounds)  # (cpu, wall)
         row: dict[str, Any] = {"batch": batch, "rounds": rounds}
         for k in runs:
             row[f"{k}_cpu_s"], row[f"{k}_wall_s"] = float(med[k][0]), float(med[k][1])

@@ -35,6 +35,17 @@ from pathlib import Path
 
 RECIPE = Path("configs/synthetic_tiny.yaml")
 
+# ``--variants``: the new world's preset with one feature changed (the per-feature ablation of issue 16). Each is
+# rendered with the preset's seed and trimmed to as many labelled people as the other arms (same steps).
+VARIANTS: dict[str, dict] = {
+    "no-effects": {"effects": None},                  # no blur / noise / exposure / white balance / JPEG
+    "no-outfits": {"clothing": "basic"},              # the legacy body colours: no coats, skirts, sleeves, hats, bags
+    "no-photos": {"background_prob": 0.0},            # procedural backdrops only
+    "no-crowds": {"crowd": 0.0},                      # the other people spread out, never over the main one
+    "no-closeups": {"shots": (1.0, 0.0, 0.0)},        # whole bodies only (scale and truncation as the preset)
+    "closeups": {"shots": (0.55, 0.25, 0.20)},        # 45 % upper-body and head-and-shoulders shots instead of 22 %
+}
+
 
 def mixed_set(args: argparse.Namespace) -> Path:
     """The ``mix`` arm's training set: the first ``--mix-legacy`` images of the legacy set and the first
@@ -71,9 +82,63 @@ def mixed_set(args: argparse.Namespace) -> Path:
     return out
 
 
+def count_people(root: Path) -> int:
+    """Training people as the top-down reader counts them (instance mode: labelled, not crowd)."""
+    from humanvision.data.readers import CocoKeypoints
+
+    return len(CocoKeypoints(root / "annotations" / "person_keypoints_train.json", root / "train",
+                             skeleton="coco17", mode="instance"))
+
+
+def variant_set(arm: str, args: argparse.Namespace) -> Path:
+    """``{preset}-{variant}``'s training set: rendered once (10 % more images than the preset's arm, same seed and
+    size), then its first images holding as many people as the preset's arm written as ``train_people.json``."""
+    from humanvision.data.readers import CocoKeypoints
+    from humanvision.data.synthetic.presets import scene_config
+    from humanvision.data.synthetic.writers import generate_coco
+
+    variant = arm[len(args.preset) + 1:]
+    root = Path(f"data/synthetic_{arm}_world_{args.new_images}")
+    ann = root / "annotations" / "train_people.json"
+    if ann.exists():
+        return root
+    base = Path(f"data/synthetic_{args.preset}_world_{args.new_images}")
+    target = count_people(base)
+    full = root / "annotations" / "person_keypoints_train.json"
+    if not full.exists():
+        size = tuple(json.loads((base / "annotations" / "person_keypoints_train.json").read_text())["images"][0][k]
+                     for k in ("width", "height"))
+        cfg = scene_config(args.preset, backgrounds=args.backgrounds, **VARIANTS[variant])
+        print(f"rendering {arm}: {int(args.new_images * 1.1)} images", flush=True)
+        generate_coco(root, {"train": int(args.new_images * 1.1)}, size=size, seed=0, config=cfg, workers=2)
+    reader = CocoKeypoints(full, root / "train", skeleton="coco17", mode="instance")
+    doc = json.loads(full.read_text())
+    per_image: dict[int, int] = {}
+    for image_id in (int(reader.image_ids[o]) for o in reader.owner):
+        per_image[image_id] = per_image.get(image_id, 0) + 1
+    keep, n = set(), 0
+    for im in doc["images"]:
+        if n >= target:
+            break
+        keep.add(im["id"])
+        n += per_image.get(im["id"], 0)
+    if n < target:
+        raise SystemExit(f"{arm}: {n} people in {len(doc['images'])} images, fewer than {target}; render more")
+    doc["images"] = [im for im in doc["images"] if im["id"] in keep]
+    doc["annotations"] = [a for a in doc["annotations"] if a["image_id"] in keep]
+    ann.write_text(json.dumps(doc))
+    return root
+
+
 def arm_overrides(arm: str, args: argparse.Namespace) -> list[str]:
     """The recipe overrides of one arm (data) at the shared step budget (train)."""
-    if arm == "mix":
+    if arm.startswith(f"{args.preset}-"):
+        root = variant_set(arm, args)
+        data = ["data.source=coco", f"data.train_ann={root}/annotations/train_people.json",
+                f"data.train_images={root}/train",
+                "data.val_ann=data/synthetic_coco/annotations/person_keypoints_val.json",
+                "data.val_images=data/synthetic_coco/val"]
+    elif arm == "mix":
         root = mixed_set(args)
         data = ["data.source=coco", f"data.train_ann={root}/annotations/person_keypoints_train.json",
                 f"data.train_images={root}/train",
@@ -127,12 +192,20 @@ def main() -> None:
                         "the legacy set's 12,000 images, so both arms take the same steps per epoch")
     p.add_argument("--mix-legacy", type=int, default=6000, help="mix arm: legacy images (5,936 people)")
     p.add_argument("--mix-new", type=int, default=2449, help="mix arm: new-world images (5,938 people); 0: no mix arm")
+    p.add_argument("--variants", default="", help=f"comma-separated ablation arms, the preset with one feature "
+                   f"changed: {', '.join(VARIANTS)}")
+    p.add_argument("--only-variants", action="store_true", help="train and report the --variants arms only")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--work", type=Path, default=Path("runs/worlds"))
     p.add_argument("--real", type=Path, default=Path("data/real"), help="sim_to_real.py's data folder")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/synthetic_worlds.json"))
     args = p.parse_args()
-    arms = ("legacy", args.preset, *(("mix",) if args.mix_new else ()))
+    variants = [v for v in args.variants.split(",") if v]
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        p.error(f"--variants: unknown {unknown}; choose from {', '.join(VARIANTS)}")
+    arms = (() if args.only_variants else ("legacy", args.preset, *(("mix",) if args.mix_new else ()))) + tuple(
+        f"{args.preset}-{v}" for v in variants)
     worlds = ("legacy", args.preset)
 
     training = [train_arm(arm, args) for arm in arms]

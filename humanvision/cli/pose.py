@@ -3,6 +3,7 @@ also take the PCT recipes and the monocular 3D recipes (``configs/zhou3d_*.yaml`
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -294,61 +295,99 @@ def _fit_frame(image, size: tuple[int, int]):
     return canvas
 
 
-def _process_inputs(files: list[Path], out: Path, process, suffix: str = "_pose",
-                    video_stats: dict[str, dict] | None = None) -> tuple[dict[str, list], int]:
-    """Run ``process(image, name, video) -> (overlay, records)`` on every image file and every frame of every video
-    (``image`` RGB uint8; ``name`` the image's file name, or ``{video stem}_{frame:06d}`` for a frame, the key of
-    --boxes; ``video`` the video's path or None). Writes ``{stem}{suffix}.png`` per image and ``{stem}{suffix}.mp4``
-    per video; returns the predictions (file name, or ``{video name}#{frame}``, -> records) and the number of
-    images and frames. An image or video that cannot be opened, or bad input for one (a box without area), stops
-    the command with an error naming the file; what was written before it stays. Unreadable frames of a video
-    (a corrupt frame, a file that ends early) are skipped: their count is printed, and the read / skipped counts
-    per video go to ``video_stats`` (video file name -> :attr:`humanvision.runtime.VideoFrames.stats`) and
-    ``videos.json``."""
+def _frames(files: list[Path], readers: dict):
+    """``(image or path, name, video)`` for every image file (read later, by the pipeline's workers) and every
+    readable frame of every video (decoded here, in the pipeline's feeder thread); ``readers`` gets each video's
+    :class:`~humanvision.runtime.VideoFrames` (its ``stats`` are final once the next file is reached)."""
+    from humanvision.runtime.video import VideoFrames
+
+    for f in files:
+        if f.suffix.lower() not in VIDEO_EXTS:
+            yield f, f.name, None
+            continue
+        reader = readers[f] = VideoFrames(f)  # a file that cannot be opened: VideoError, at its place in the order
+        for i, frame in reader:  # RGB; unreadable frames are skipped (counted in reader.stats)
+            yield frame, f"{f.stem}_{i:06d}", f
+
+
+def _process_inputs(files: list[Path], out: Path, stages, suffix: str = "_pose",
+                    video_stats: dict[str, dict] | None = None, overlays: bool = True,
+                    batch_size: int = 1, workers: int = 0) -> tuple[dict[str, list], int]:
+    """Run the pipeline ``stages = (prepare, forward, finish)`` (:func:`humanvision.runtime.pipeline.overlapped`,
+    ``batch_size`` crops per model call, ``workers`` preparing threads) on every image file and every frame of
+    every video: ``prepare((image or path, name, video)) -> Prepared`` (``image`` RGB uint8; ``name`` the image's
+    file name, or ``{video stem}_{frame:06d}`` for a frame, the key of --boxes; ``video`` the video's path or None),
+    ``finish(context, outputs) -> (overlay, records)`` in input order. ``stages`` may also be one function
+    ``process(image, name, video) -> (overlay, records)`` (run in order, without batching). Writes
+    ``{stem}{suffix}.png`` per image and ``{stem}{suffix}.mp4`` per video (``overlays``); returns the predictions
+    (file name, or ``{video name}#{frame}``, -> records) and the number of images and frames. An image or video
+    that cannot be opened, or bad input for one (a box without area), stops the command with an error naming the
+    file; what was written before it stays. Unreadable frames of a video (a corrupt frame, a file that ends early)
+    are skipped: their count is printed, and the read / skipped counts per video go to ``video_stats`` (video file
+    name -> :attr:`humanvision.runtime.VideoFrames.stats`) and ``videos.json``."""
     import cv2
     import torch
 
     from humanvision.data.io import read_image, write_image
     from humanvision.errors import HumanVisionError
-    from humanvision.runtime.video import VideoFrames
+    from humanvision.runtime.pipeline import Prepared, overlapped
+
+    def read(item: tuple) -> tuple:
+        return (item[0] if not isinstance(item[0], Path) else read_image(item[0]), *item[1:])
+
+    if callable(stages):  # one function per image: read in the workers, run in order
+        process = stages
+        stages = (lambda item: Prepared(None, read(item)), None, lambda item, _: process(*item))
+    prepare, forward, finish = stages
+
+    def prep(item: tuple) -> Prepared:
+        p = prepare(read(item))
+        return Prepared(p.crops, (item[1], item[2], p.context))
 
     predictions: dict[str, list] = {}
     frames = 0
     video_stats = {} if video_stats is None else video_stats
-    with torch.no_grad():
-        for f in files:
-            if f.suffix.lower() in VIDEO_EXTS:
-                try:
-                    reader = VideoFrames(f)
-                except HumanVisionError as e:
-                    _fail(e)
-                writer, size = None, None
-                for i, frame in reader:  # RGB; unreadable frames are skipped (counted in reader.stats)
-                    try:
-                        vis, res = process(frame, f"{f.stem}_{i:06d}", f)
-                    except HumanVisionError as e:
-                        _fail(e)
-                    if writer is None:
-                        size = (vis.shape[1], vis.shape[0])
-                        writer = cv2.VideoWriter(str(out / f"{f.stem}{suffix}.mp4"), cv2.VideoWriter_fourcc(*"mp4v"),
-                                                 reader.fps, size)
-                    writer.write(cv2.cvtColor(_fit_frame(vis, size), cv2.COLOR_RGB2BGR))
-                    predictions[f"{f.name}#{i}"] = res
-                    frames += 1
-                if writer is not None:
-                    writer.release()
-                stats = video_stats[f.name] = reader.stats
-                if stats["frames_skipped"]:
-                    typer.echo(f"{f}: {stats['frames_read']} frame(s) read, {stats['frames_skipped']} unreadable "
-                               f"frame(s) skipped{' (the file ends early)' if stats['truncated'] else ''}")
-                continue
-            try:
-                vis, res = process(read_image(f), f.name, None)
-            except HumanVisionError as e:
-                _fail(e)
-            write_image(out / f"{f.stem}{suffix}.png", vis)
-            predictions[f.name] = res
-            frames += 1
+    readers: dict = {}
+    writer, size, current = None, None, None
+
+    def close_video(video: Path | None) -> None:
+        nonlocal writer
+        if writer is not None:
+            writer.release()
+            writer = None
+        if video is not None and video.name not in video_stats:
+            stats = video_stats[video.name] = readers[video].stats
+            if stats["frames_skipped"]:
+                typer.echo(f"{video}: {stats['frames_read']} frame(s) read, {stats['frames_skipped']} unreadable "
+                           f"frame(s) skipped{' (the file ends early)' if stats['truncated'] else ''}")
+
+    results = overlapped(_frames(files, readers), prep, forward, lambda ctx, o: (ctx[0], ctx[1], *finish(ctx[2], o)),
+                         batch_size=batch_size, workers=workers)
+    with torch.no_grad(), contextlib.closing(results):  # (forward runs in a thread of its own: it sets its own mode)
+        try:
+            for name, video, vis, res in results:
+                if video != current:
+                    close_video(current)
+                    current = video
+                if video is None:
+                    if overlays:
+                        write_image(out / f"{Path(name).stem}{suffix}.png", vis)
+                    predictions[name] = res
+                else:
+                    if overlays:
+                        if writer is None:
+                            size = (vis.shape[1], vis.shape[0])
+                            writer = cv2.VideoWriter(str(out / f"{video.stem}{suffix}.mp4"),
+                                                     cv2.VideoWriter_fourcc(*"mp4v"), readers[video].fps, size)
+                        writer.write(cv2.cvtColor(_fit_frame(vis, size), cv2.COLOR_RGB2BGR))
+                    predictions[f"{video.name}#{int(name.rsplit('_', 1)[1])}"] = res
+                frames += 1
+        except HumanVisionError as e:
+            close_video(current)
+            _fail(e)
+    close_video(current)
+    for f in readers:  # videos without one readable frame
+        close_video(f)
     if video_stats:
         (out / "videos.json").write_text(json.dumps(video_stats, indent=1))
     return predictions, frames
@@ -374,6 +413,12 @@ def infer(inputs: list[Path] = typer.Argument(..., help="Images, folders of imag
                                      "(OKS + IoU): track_id in the records and {video}_tracks.json per frame."),
           smooth: bool = typer.Option(False, "--smooth/--no-smooth", help="Videos: One-Euro smoothing of the "
                                       "tracked keypoints."),
+          batch_size: int = typer.Option(32, "--batch-size", min=1, help="Person crops per model call (crops of "
+                                         "consecutive images and frames share a batch)."),
+          workers: int = typer.Option(1, "--workers", min=0, help="Threads that read, detect and crop while the "
+                                      "model runs (0: one step after another)."),
+          overlays: bool = typer.Option(True, "--overlays/--no-overlays", help="Write the skeleton overlays (a .png "
+                                        "per image, an .mp4 per video); --no-overlays writes the JSON files only."),
           ) -> None:
     """Predict poses: writes a skeleton overlay per image (an .mp4 per video), predictions.json (per file) and
     results.json (a COCO keypoint result list: image ids from --coco-ann, else numeric file names such as
@@ -392,10 +437,11 @@ def infer(inputs: list[Path] = typer.Argument(..., help="Images, folders of imag
     from humanvision.cli import infer_shard
     from humanvision.cli.infer_video import TrackedVideos, detect_boxes
     from humanvision.data.transforms import keypoints_to_image
-    from humanvision.engine.precision import autocast, choose_for_inference, describe_rates
+    from humanvision.engine.precision import describe_rates
     from humanvision.errors import ConfigError, DataError, HumanVisionError
     from humanvision.methods import algebraic, contextpose, hap, monocular3d, pct, volumetric
-    from humanvision.methods.topdown import build_method, build_transform, to_coco_results
+    from humanvision.methods.topdown import CropPredictor, build_method, build_transform, to_coco_results
+    from humanvision.runtime.pipeline import Prepared
     from humanvision.viz import draw_boxes, draw_skeleton
 
     if _task_module(config) is not None:
@@ -445,7 +491,6 @@ def infer(inputs: list[Path] = typer.Argument(..., help="Images, folders of imag
     except HumanVisionError as e:
         _fail(e)
     out.mkdir(parents=True, exist_ok=True)
-    choice = None  # precision / memory format, measured on the first image's crops (eval.precision: auto)
     image_ids: dict[str, int] = {}
     numeric = all(f.suffix.lower() in IMAGE_EXTS and f.stem.isdigit() for f in files)  # COCO-style file names
     all_files, (files, shard) = files, infer_shard.start_sharded(files)  # torchrun: this rank's files (issue 15)
@@ -458,37 +503,38 @@ def infer(inputs: list[Path] = typer.Argument(..., help="Images, folders of imag
 
     tracked = TrackedVideos(smooth, method.skeleton.name) if track else None
 
-    def run(image: np.ndarray, name: str, video: Path | None) -> tuple[np.ndarray, list[dict]]:
-        nonlocal choice
+    def prepare(item: tuple) -> Prepared:  # in the pipeline's worker threads: boxes and crops
+        image, name, video = item
         bxs = box_map.get(Path(name).stem) or detect_boxes(det, image, name)
         if not bxs:  # the detector found nobody
-            if tracked is not None and video is not None:
-                tracked.update(video, name, [], None, None, [])
-            return image, []
+            return Prepared(None, (image, name, video, bxs, None, None))
         crops, centers, scales = [], [], []
         for bbox, _ in bxs:
             img, _, meta = transform(image, bbox=bbox, record=name)
             crops.append(img)
             centers.append(meta["center"])
             scales.append(meta["scale"])
-        batch = torch.stack(crops)
-        if choice is None:
-            choice = choose_for_inference(method, lambda x: method.predict(x, flip_test=recipe.eval.flip_test),
-                                          batch, recipe.eval.precision, recipe.eval.channels_last)
-            typer.echo(f"precision: {describe_rates(choice, 'crops/s')}")
-        if choice.channels_last:
-            batch = batch.contiguous(memory_format=torch.channels_last)
-        with autocast(batch.device, choice.precision):
-            kp, sc = method.predict(batch, flip_test=recipe.eval.flip_test)
-        kp_img = keypoints_to_image(kp.double().numpy(), np.asarray(centers), np.asarray(scales),
-                                    transform.input_size, transform.udp)
-        pred = {"keypoints": kp_img, "scores": sc.double().numpy(), "box_scores": np.array([s for _, s in bxs]),
-                "areas": np.asarray(scales).prod(1), "indices": np.arange(len(bxs))}
+        return Prepared(torch.stack(crops), (image, name, video, bxs, np.asarray(centers), np.asarray(scales)))
+
+    forward = CropPredictor(method, recipe.eval.flip_test, recipe.eval.precision, recipe.eval.channels_last,
+                            on_choice=lambda c: typer.echo(f"precision: {describe_rates(c, 'crops/s')}"))
+
+    def finish(context: tuple, outputs: tuple | None) -> tuple[np.ndarray, list[dict]]:  # in order: records, overlay
+        image, name, video, bxs, centers, scales = context
+        if outputs is None:
+            if tracked is not None and video is not None:
+                tracked.update(video, name, [], None, None, [])
+            return image, []
+        kp_img = keypoints_to_image(outputs[0], centers, scales, transform.input_size, transform.udp)
+        pred = {"keypoints": kp_img, "scores": outputs[1], "box_scores": np.array([s for _, s in bxs]),
+                "areas": scales.prod(1), "indices": np.arange(len(bxs))}
         results = to_coco_results(pred, [image_id(name)] * len(bxs), method.skeleton, recipe.eval.rescore_thr,
                                   recipe.eval.nms_thr)
         labels = None  # in videos: the track ids (and smoothed keypoints) of the records
         if tracked is not None and video is not None:
             labels = tracked.update(video, name, bxs, kp_img, pred["scores"], results)
+        if not overlays:
+            return image, results
         vis = draw_boxes(image, np.array([b for b, _ in bxs], dtype=np.float64), labels=labels)
         if results:
             k = np.array([r["keypoints"] for r in results]).reshape(len(results), -1, 3)
@@ -497,7 +543,8 @@ def infer(inputs: list[Path] = typer.Argument(..., help="Images, folders of imag
 
     t0 = time.perf_counter()
     video_stats: dict[str, dict] = {}
-    predictions, frames = _process_inputs(files, out, run, video_stats=video_stats)  # file / video#frame -> records
+    predictions, frames = _process_inputs(files, out, (prepare, forward, finish), video_stats=video_stats,
+                                          overlays=overlays, batch_size=batch_size, workers=workers)
     if tracked is not None:
         tracked.write(out, video_stats)  # {video stem}_tracks.json
     if shard is not None:  # rank 0 merges every rank's part; the other ranks are done

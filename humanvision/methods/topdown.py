@@ -393,6 +393,34 @@ def _h36m_views(data: DataConfig, labels: Path, images: Path | None, subjects: l
 
 
 # ----------------------------------------------------------------------------------------------- inference
+class CropPredictor:
+    """Batches of normalised crops -> ``(keypoints (N, K, 2) in crop pixels, scores (N, K))``, numpy float64, in the
+    precision and memory format measured on the first batch (``precision`` / ``channels_last`` ``"auto"``, see
+    :func:`~humanvision.engine.precision.choose_for_inference`) or as configured; ``on_choice(choice)`` is called
+    once it is known and :attr:`choice` keeps it. Runs under ``torch.no_grad`` in the calling thread (the model
+    thread of :func:`humanvision.runtime.pipeline.overlapped`)."""
+
+    def __init__(self, method: TopDownPose, flip_test: bool = True, precision: str = "auto",
+                 channels_last: bool | str = "auto", on_choice=None) -> None:
+        self.method, self.flip_test, self.precision, self.channels_last = method, flip_test, precision, channels_last
+        self.on_choice, self.choice = on_choice, None
+
+    def __call__(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        from humanvision.engine.precision import autocast, choose_for_inference
+
+        with torch.no_grad():
+            if self.choice is None:
+                self.choice = choose_for_inference(self.method, lambda x: self.method.predict(x, flip_test=self.flip_test),
+                                                   images, self.precision, self.channels_last)
+                if self.on_choice is not None:
+                    self.on_choice(self.choice)
+            if self.choice.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            with autocast(images.device, self.choice.precision):
+                kp, sc = self.method.predict(images, flip_test=self.flip_test)
+        return kp.cpu().double().numpy(), sc.cpu().double().numpy()
+
+
 @torch.no_grad()
 def predict_boxes(method: TopDownPose, dataset: TopDownDataset, batch_size: int = 32, flip_test: bool = True,
                   num_workers: int = 0, device: torch.device | str = "cpu", progress: bool = False,
@@ -401,8 +429,6 @@ def predict_boxes(method: TopDownPose, dataset: TopDownDataset, batch_size: int 
     ``box_scores (M,)``, ``areas (M,)`` (padded crop area, used by OKS-NMS), ``indices`` into the reader, and
     ``choice``, the :class:`~humanvision.engine.precision.PrecisionChoice` used (``auto``: measured on the
     first batch)."""
-    from humanvision.engine.precision import autocast, choose_for_inference
-
     device = torch.device(device)
     method.eval().to(device)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
@@ -413,27 +439,19 @@ def predict_boxes(method: TopDownPose, dataset: TopDownDataset, batch_size: int 
         from rich.progress import track
 
         it = track(loader, description="predicting", total=len(loader))
-    choice = None
+    predict = CropPredictor(method, flip_test, precision, channels_last)
     for batch in it:
-        images = batch["image"].to(device)
-        if choice is None:
-            choice = choose_for_inference(method, lambda x: method.predict(x, flip_test=flip_test), images,
-                                          precision, channels_last)
-        if choice.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        with autocast(device, choice.precision):
-            kp, sc = method.predict(images, flip_test=flip_test)
+        kp, sc = predict(batch["image"].to(device))
         center, scale = batch["center"].numpy(), batch["scale"].numpy()
-        out["keypoints"].append(keypoints_to_image(kp.cpu().double().numpy(), center, scale,
-                                                   input_size, udp))
-        out["scores"].append(sc.cpu().double().numpy())
+        out["keypoints"].append(keypoints_to_image(kp, center, scale, input_size, udp))
+        out["scores"].append(sc)
         out["box_scores"].append(batch["box_score"].numpy())
         out["areas"].append(scale.prod(axis=1))
         out["indices"].append(np.asarray(batch["index"]))
     k = method.skeleton.num_joints
     empty = {"keypoints": (0, k, 2), "scores": (0, k), "box_scores": (0,), "areas": (0,), "indices": (0,)}
     result: dict[str, Any] = {key: np.concatenate(v) if v else np.zeros(empty[key]) for key, v in out.items()}
-    result["choice"] = choice
+    result["choice"] = predict.choice
     return result
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ from humanvision.errors import DataError
 from humanvision.runtime.codec import REFINEMENTS, decode_heatmaps, flip_back
 
 __all__ = ["FORMAT", "METADATA_KEY", "METADATA_VERSION", "MetadataError", "PoseEstimator", "affine_matrix",
-           "boxes_to_center_scale", "check_metadata", "read_metadata"]
+           "boxes_to_center_scale", "check_metadata", "read_metadata", "read_rgb"]
 
 METADATA_KEY = "humanvision"
 FORMAT = "humanvision.topdown_heatmap"
@@ -105,6 +105,20 @@ def check_metadata(meta: Any, path: str | Path = "<metadata>") -> dict[str, Any]
         if not ok:
             raise err("invalid value", key)
     return meta
+
+
+def read_rgb(path: str | Path) -> np.ndarray:
+    """An image file as ``(H, W, 3)`` uint8 RGB (grey replicated, alpha dropped); a missing or undecodable file is
+    a :class:`DataError` naming it."""
+    path = Path(path)
+    try:
+        data = np.fromfile(str(path), dtype=np.uint8)
+    except OSError as e:
+        raise DataError(f"cannot read the image: {e.strerror or e}", file=str(path)) from None
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if image is None:
+        raise DataError("not a decodable image (corrupt, truncated or an unknown format)", file=str(path))
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
 # ------------------------------------------------------------------------------------------------- geometry
@@ -270,3 +284,41 @@ class PoseEstimator:
         if len(crops) == 0:
             return np.zeros((0, self.num_joints, 2)), np.zeros((0, self.num_joints))
         return self.decode(self.heatmaps(crops), center, scale)
+
+    def predict_many(self, images: Iterable, *, detector: Callable | None = None, workers: int = 1,
+                     prefetch: int = 0) -> Iterator[tuple[Any, np.ndarray, np.ndarray, np.ndarray]]:
+        """Many images with reading, detection, cropping and decoding overlapped with the model
+        (:func:`humanvision.runtime.pipeline.overlapped`; crops of consecutive images share batches of
+        ``batch_size``). Yields ``(key, boxes (N, 4) xywh, keypoints (N, K, 2), scores (N, K))`` in input order,
+        the same numbers as calling the estimator image by image.
+
+        ``images``: file paths (key: the path; read here, in the worker threads), ``(H, W, 3)`` uint8 RGB arrays
+        (key: the position), or ``(key, path or array, boxes)`` triples (``boxes`` ``(N, 4)`` xywh or None).
+        Images without boxes get ``detector(image, name) -> (xyxy boxes, scores)`` (a
+        :class:`~humanvision.runtime.detectors.Detector`), or else the whole image. ``workers=0`` runs the steps
+        one after the other. An unreadable file stops the iteration with a :class:`DataError` naming it, after
+        the results of the images before it.
+        """
+        from humanvision.runtime.detectors import xyxy_to_xywh
+        from humanvision.runtime.pipeline import Prepared, overlapped
+
+        empty = (np.zeros((0, self.num_joints, 2)), np.zeros((0, self.num_joints)))
+
+        def prepare(item: tuple[int, Any]) -> Prepared:
+            index, item = item
+            key, image, boxes = (item if isinstance(item, tuple) else
+                                 (item, item, None) if isinstance(item, (str, Path)) else (index, item, None))
+            if isinstance(image, (str, Path)):
+                image = read_rgb(image)
+            if boxes is None and detector is not None:
+                boxes = xyxy_to_xywh(detector(image, str(key))[0])
+            b = self._check(image, boxes)
+            crops, center, scale = self.preprocess(image, b)
+            return Prepared(crops, (key, b, center, scale))
+
+        def finish(context: tuple, heatmaps: np.ndarray | None) -> tuple:
+            key, b, center, scale = context
+            return (key, b, *(empty if heatmaps is None else self.decode(heatmaps, center, scale)))
+
+        return overlapped(enumerate(images), prepare, self.heatmaps, finish, batch_size=self.batch_size,
+                          workers=workers, prefetch=prefetch)

@@ -566,9 +566,11 @@ def infer(inputs: list[Path] = typer.Argument(..., help="Images, folders of imag
 
 def _infer_monocular3d(inputs: list[Path], config: Path, weights: Path, boxes: Path | None, out: Path,
                        threshold: float, coco_ann: Path | None, set_: list[str]) -> None:
-    """``humanvision infer`` for a monocular 3D recipe (pose3d.md §5.8, :func:`monocular3d.predict_image`)."""
+    """``humanvision infer`` for a monocular 3D recipe (pose3d.md §5.8, :func:`monocular3d.predict_image`), sharded
+    over torchrun ranks like the 2D path (:mod:`humanvision.cli.infer_shard`)."""
     import numpy as np
 
+    from humanvision.cli import infer_shard
     from humanvision.errors import ConfigError, HumanVisionError
     from humanvision.methods import monocular3d
     from humanvision.viz import draw_boxes, draw_skeleton
@@ -617,7 +619,18 @@ def _infer_monocular3d(inputs: list[Path], config: Path, weights: Path, boxes: P
         return vis, records
 
     t0 = time.perf_counter()
-    predictions, frames = _process_inputs(files, out, run, suffix="_pose3d")
+    all_files, (files, shard) = files, infer_shard.start_sharded(files)  # torchrun: this rank's files
+    video_stats: dict[str, dict] = {}
+    predictions, frames = _process_inputs(files, out, run, suffix="_pose3d", video_stats=video_stats, workers=1)
+    if shard is not None:  # rank 0 merges every rank's part in input order; the other ranks are done
+        try:
+            merged = infer_shard.finish_sharded(shard, out, all_files, predictions, {}, video_stats, frames,
+                                                renumber_ids=False)
+        except HumanVisionError as e:
+            _fail(e)
+        if merged is None:
+            return
+        predictions, _, frames = merged
     (out / "predictions.json").write_text(json.dumps(predictions))
     dt = time.perf_counter() - t0
     typer.echo(f"{frames} image(s)/frame(s) in {dt:.1f} s -> {out} (2D overlays with 3D plots, predictions.json: "

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from export import cpu_name  # noqa: E402
+from export import cpu_name
 
 MODELS = ("lateral_small", "vitpose_small")
 
@@ -67,8 +67,14 @@ def torch_rows(name: str, items: list, batch_size: int, workers: int, onnx_path:
     from humanvision.data.io import read_image
     from humanvision.data.transforms import keypoints_to_image
     from humanvision.export import export_onnx
-    from humanvision.methods.topdown import CropPredictor, DataConfig, TopDownPose, build_codec, build_transform
-    from humanvision.methods.topdown import to_coco_results
+    from humanvision.methods.topdown import (
+        CropPredictor,
+        DataConfig,
+        TopDownPose,
+        build_codec,
+        build_transform,
+        to_coco_results,
+    )
     from humanvision.models import create_model
     from humanvision.runtime import PoseEstimator
     from humanvision.runtime.pipeline import Prepared, overlapped

@@ -218,9 +218,10 @@ def test_infer_batched_equals_unbatched(tmp_path):
     outs = {}
     for tag, args in {"serial": ["--batch-size", "1", "--workers", "0"],
                       "batched": ["--batch-size", "4", "--workers", "2", "--no-overlays"]}.items():
-        res = CliRunner().invoke(app, ["infer", str(tmp_path / "images"), "--config", str(config), "--weights",
-                                       str(tmp_path / "w.safetensors"), "--boxes", str(tmp_path / "boxes.json"), "--out",
-                                       str(tmp_path / tag), *args], env={"COLUMNS": "250"})
+        res = CliRunner().invoke(app, ["infer", str(tmp_path / "images"), "--config", str(config),
+                                       "--weights", str(tmp_path / "w.safetensors"), "--boxes",
+                                       str(tmp_path / "boxes.json"), "--out", str(tmp_path / tag), *args],
+                                 env={"COLUMNS": "250"})
         assert res.exit_code == 0, res.output
         outs[tag] = json.loads((tmp_path / tag / "predictions.json").read_text())
     assert list(outs["serial"]) == [p.name for p in paths] == list(outs["batched"])

@@ -419,6 +419,8 @@ def infer(inputs: list[Path] = typer.Argument(..., help="Images, folders of imag
                                       "model runs (0: one step after another)."),
           overlays: bool = typer.Option(True, "--overlays/--no-overlays", help="Write the skeleton overlays (a .png "
                                         "per image, an .mp4 per video); --no-overlays writes the JSON files only."),
+          device: str = typer.Option("auto", "--device", help="cpu, cuda, cuda:N or auto (CUDA when present; under "
+                                     "torchrun each rank takes the GPU of its LOCAL_RANK)."),
           ) -> None:
     """Predict poses: writes a skeleton overlay per image (an .mp4 per video), predictions.json (per file) and
     results.json (a COCO keypoint result list: image ids from --coco-ann, else numeric file names such as
@@ -437,6 +439,7 @@ def infer(inputs: list[Path] = typer.Argument(..., help="Images, folders of imag
     from humanvision.cli import infer_shard
     from humanvision.cli.infer_video import TrackedVideos, detect_boxes
     from humanvision.data.transforms import keypoints_to_image
+    from humanvision.engine.distributed import resolve_device
     from humanvision.engine.precision import describe_rates
     from humanvision.errors import ConfigError, DataError, HumanVisionError
     from humanvision.methods import algebraic, contextpose, hap, monocular3d, pct, volumetric
@@ -474,6 +477,8 @@ def infer(inputs: list[Path] = typer.Argument(..., help="Images, folders of imag
             pct.require_classifier(recipe, "infer")
             build_method, build_transform = pct.build_method, pct.build_transform
         method = build_method(recipe, weights=weights).eval()
+        dev = resolve_device(device, int(os.environ.get("LOCAL_RANK", "0")))
+        method.to(dev)
         transform = build_transform(method, recipe.data, train=False)
         box_map = _load_boxes(boxes)
         if smooth and not track:
@@ -514,7 +519,9 @@ def infer(inputs: list[Path] = typer.Argument(..., help="Images, folders of imag
             crops.append(img)
             centers.append(meta["center"])
             scales.append(meta["scale"])
-        return Prepared(torch.stack(crops), (image, name, video, bxs, np.asarray(centers), np.asarray(scales)))
+        batch = torch.stack(crops)
+        return Prepared(batch.pin_memory() if dev.type == "cuda" else batch,  # copied to the GPU without blocking
+                        (image, name, video, bxs, np.asarray(centers), np.asarray(scales)))
 
     forward = CropPredictor(method, recipe.eval.flip_test, recipe.eval.precision, recipe.eval.channels_last,
                             on_choice=lambda c: typer.echo(f"precision: {describe_rates(c, 'crops/s')}"))

@@ -397,21 +397,24 @@ class CropPredictor:
     """Batches of normalised crops -> ``(keypoints (N, K, 2) in crop pixels, scores (N, K))``, numpy float64, in the
     precision and memory format measured on the first batch (``precision`` / ``channels_last`` ``"auto"``, see
     :func:`~humanvision.engine.precision.choose_for_inference`) or as configured; ``on_choice(choice)`` is called
-    once it is known and :attr:`choice` keeps it. Runs under ``torch.no_grad`` in the calling thread (the model
-    thread of :func:`humanvision.runtime.pipeline.overlapped`)."""
+    once it is known and :attr:`choice` keeps it. Crops go to the method's device (pinned CPU tensors are copied
+    without blocking). Runs under ``torch.no_grad`` in the calling thread (the model thread of
+    :func:`humanvision.runtime.pipeline.overlapped`)."""
 
     def __init__(self, method: TopDownPose, flip_test: bool = True, precision: str = "auto",
                  channels_last: bool | str = "auto", on_choice=None) -> None:
         self.method, self.flip_test, self.precision, self.channels_last = method, flip_test, precision, channels_last
         self.on_choice, self.choice = on_choice, None
+        self.device = next(method.parameters()).device
 
     def __call__(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         from humanvision.engine.precision import autocast, choose_for_inference
 
+        images = images.to(self.device, non_blocking=True)
         with torch.no_grad():
             if self.choice is None:
-                self.choice = choose_for_inference(self.method, lambda x: self.method.predict(x, flip_test=self.flip_test),
-                                                   images, self.precision, self.channels_last)
+                run = lambda x: self.method.predict(x, flip_test=self.flip_test)
+                self.choice = choose_for_inference(self.method, run, images, self.precision, self.channels_last)
                 if self.on_choice is not None:
                     self.on_choice(self.choice)
             if self.choice.channels_last:
@@ -441,7 +444,7 @@ def predict_boxes(method: TopDownPose, dataset: TopDownDataset, batch_size: int 
         it = track(loader, description="predicting", total=len(loader))
     predict = CropPredictor(method, flip_test, precision, channels_last)
     for batch in it:
-        kp, sc = predict(batch["image"].to(device))
+        kp, sc = predict(batch["image"])
         center, scale = batch["center"].numpy(), batch["scale"].numpy()
         out["keypoints"].append(keypoints_to_image(kp, center, scale, input_size, udp))
         out["scores"].append(sc)

@@ -4,10 +4,6 @@ and (slow) a 2-process gloo run on CPU whose merged outputs equal a single-proce
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -80,12 +76,6 @@ def test_missing_or_stale_part_is_a_named_error(tmp_path):
 
 
 # ------------------------------------------------------------------------------------- 2 processes (gloo, CPU)
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture()
 def tiny_setup(tmp_path):
     """A random simplebaseline_tiny (saved weights), 3 noise images (non-numeric names) and a 4-frame video."""
@@ -123,22 +113,11 @@ def tiny_setup(tmp_path):
 
 
 @pytest.mark.slow
-def test_two_process_infer_equals_single_process(tiny_setup, tmp_path):
+def test_two_process_infer_equals_single_process(tiny_setup, tmp_path, single_and_two_ranks):
     config, weights, inputs = tiny_setup
-    args = ["-m", "humanvision.cli", "infer", str(inputs / "c_img.png"), str(inputs), "--config", str(config),
-            "--weights", str(weights)]  # 5 files: c_img, a_img, b_img, c_img, clip.mp4 -> ranks [3 | 2]
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
-    env.update(OMP_NUM_THREADS="1")
-    single = subprocess.run([sys.executable, *args, "--out", str(tmp_path / "single")], check=False, env=env,
-                            text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=300)
-    assert single.returncode == 0, single.stdout[-3000:]
-    env.update(WORLD_SIZE="2", LOCAL_WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()))
-    ranks = [subprocess.Popen([sys.executable, *args, "--out", str(tmp_path / "sharded")],
-                              env={**env, "RANK": str(r), "LOCAL_RANK": str(r)}, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True) for r in range(2)]
-    for r, proc in enumerate(ranks):
-        out, _ = proc.communicate(timeout=300)
-        assert proc.returncode == 0, f"rank {r}:\n{out[-3000:]}"
+    # 5 files: c_img, a_img, b_img, c_img, clip.mp4 -> ranks [3 | 2]
+    single_and_two_ranks(["infer", inputs / "c_img.png", inputs, "--config", config, "--weights", weights],
+                         tmp_path / "single", tmp_path / "sharded")
 
     one, two = tmp_path / "single", tmp_path / "sharded"
     for name in ("predictions.json", "results.json", "image_ids.json", "videos.json", "clip_tracks.json"):

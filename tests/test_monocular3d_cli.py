@@ -267,35 +267,16 @@ def test_eval_needs_the_h36m_validation_set_and_takes_no_detections(run, tmp_pat
 
 
 @pytest.mark.slow
-def test_two_process_infer_equals_single_process(run, person, tmp_path):
+def test_two_process_infer_equals_single_process(run, person, tmp_path, single_and_two_ranks):
     """``torchrun --nproc_per_node 2 -m humanvision.cli infer`` with a monocular 3D recipe: each rank takes a block
     of the files, rank 0 merges predictions.json in input order (as for 2D recipes, test_infer_shard.py)."""
-    import os
-    import socket
-    import subprocess
-    import sys
-
     config, run_dir, _ = run
     inputs = tmp_path / "inputs"
     inputs.mkdir()
     for name in ("b.jpg", "a.jpg", "c.jpg"):
         shutil.copy(person, inputs / name)
-    args = ["-m", "humanvision.cli", "infer", str(inputs), "--config", str(config), "--weights", str(run_dir)]
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
-    env.update(OMP_NUM_THREADS="1")
-    single = subprocess.run([sys.executable, *args, "--out", str(tmp_path / "single")], check=False, env=env,
-                            text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=300)
-    assert single.returncode == 0, single.stdout[-3000:]
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env.update(WORLD_SIZE="2", LOCAL_WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    ranks = [subprocess.Popen([sys.executable, *args, "--out", str(tmp_path / "sharded")],
-                              env={**env, "RANK": str(r), "LOCAL_RANK": str(r)}, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True) for r in range(2)]
-    for r, proc in enumerate(ranks):
-        out, _ = proc.communicate(timeout=300)
-        assert proc.returncode == 0, f"rank {r}:\n{out[-3000:]}"
+    single_and_two_ranks(["infer", inputs, "--config", config, "--weights", run_dir], tmp_path / "single",
+                         tmp_path / "sharded")
     one, two = tmp_path / "single", tmp_path / "sharded"
     assert (two / "predictions.json").read_text() == (one / "predictions.json").read_text()  # key order too
     assert list(json.loads((one / "predictions.json").read_text())) == ["a.jpg", "b.jpg", "c.jpg"]

@@ -194,7 +194,8 @@ def main() -> None:
     p.add_argument("--mix-new", type=int, default=2449, help="mix arm: new-world images (5,938 people); 0: no mix arm")
     p.add_argument("--variants", default="", help=f"comma-separated ablation arms, the preset with one feature "
                    f"changed: {', '.join(VARIANTS)}")
-    p.add_argument("--only-variants", action="store_true", help="train and report the --variants arms only")
+    p.add_argument("--arms", default="", help="comma-separated arms to train and report (default: legacy, the "
+                   "preset, mix and the --variants)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--work", type=Path, default=Path("runs/worlds"))
     p.add_argument("--real", type=Path, default=Path("data/real"), help="sim_to_real.py's data folder")
@@ -204,8 +205,9 @@ def main() -> None:
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
         p.error(f"--variants: unknown {unknown}; choose from {', '.join(VARIANTS)}")
-    arms = (() if args.only_variants else ("legacy", args.preset, *(("mix",) if args.mix_new else ()))) + tuple(
-        f"{args.preset}-{v}" for v in variants)
+    arms = ("legacy", args.preset, *(("mix",) if args.mix_new else ()), *(f"{args.preset}-{v}" for v in variants))
+    if args.arms:
+        arms = tuple(a for a in args.arms.split(",") if a)
     worlds = ("legacy", args.preset)
 
     training = [train_arm(arm, args) for arm in arms]

@@ -415,8 +415,10 @@ def infer(inputs: list[Path] = typer.Argument(..., help="Images, folders of imag
                                       "tracked keypoints."),
           batch_size: int = typer.Option(32, "--batch-size", min=1, help="Person crops per model call (crops of "
                                          "consecutive images and frames share a batch)."),
-          workers: int = typer.Option(1, "--workers", min=0, help="Threads that read, detect and crop while the "
-                                      "model runs (0: one step after another)."),
+          workers: int | None = typer.Option(None, "--workers", min=0, help="Threads that read, detect and crop "
+                                             "while the model runs (0: one step after another). Default: 2 when "
+                                             "the model runs on a GPU, 0 on the CPU, where the model already keeps "
+                                             "every core busy (benchmarks/pipeline.py)."),
           overlays: bool = typer.Option(True, "--overlays/--no-overlays", help="Write the skeleton overlays (a .png "
                                         "per image, an .mp4 per video); --no-overlays writes the JSON files only."),
           device: str = typer.Option("auto", "--device", help="cpu, cuda, cuda:N or auto (CUDA when present; under "
@@ -427,7 +429,9 @@ def infer(inputs: list[Path] = typer.Argument(..., help="Images, folders of imag
     000000000139.jpg, else the input order, written to image_ids.json). People are found by --detector (every
     person above --det-thr; an image without one has no records) except in the images --boxes lists. In videos
     they are tracked (--track): each record gets a track_id and {video stem}_tracks.json holds the people of every
-    frame; unreadable frames are skipped, counted on the console and in videos.json.
+    frame; unreadable frames are skipped, counted on the console and in videos.json. The crops of consecutive
+    images and frames share model calls of --batch-size; with --workers, reading, detection and cropping run in
+    threads while the model runs (humanvision.runtime.pipeline; records and files are the same either way).
 
     A monocular 3D recipe (configs/zhou3d_*.yaml) writes per image the 2D overlay (MPII-16) next to a 3D plot per
     person ({stem}_pose3d.png, an .mp4 per video) and predictions.json with, per person, the 3D joints (mm,
@@ -479,6 +483,8 @@ def infer(inputs: list[Path] = typer.Argument(..., help="Images, folders of imag
         method = build_method(recipe, weights=weights).eval()
         dev = resolve_device(device, int(os.environ.get("LOCAL_RANK", "0")))
         method.to(dev)
+        if workers is None:
+            workers = 2 if dev.type == "cuda" else 0
         transform = build_transform(method, recipe.data, train=False)
         box_map = _load_boxes(boxes)
         if smooth and not track:
@@ -628,7 +634,7 @@ def _infer_monocular3d(inputs: list[Path], config: Path, weights: Path, boxes: P
     t0 = time.perf_counter()
     all_files, (files, shard) = files, infer_shard.start_sharded(files)  # torchrun: this rank's files
     video_stats: dict[str, dict] = {}
-    predictions, frames = _process_inputs(files, out, run, suffix="_pose3d", video_stats=video_stats, workers=1)
+    predictions, frames = _process_inputs(files, out, run, suffix="_pose3d", video_stats=video_stats)
     if shard is not None:  # rank 0 merges every rank's part in input order; the other ranks are done
         try:
             merged = infer_shard.finish_sharded(shard, out, all_files, predictions, {}, video_stats, frames,

@@ -191,15 +191,10 @@ def test_predict_many_names_a_corrupt_file_after_the_good_ones(estimator, tmp_pa
     assert got == paths[:2]
 
 
-def test_infer_batched_equals_unbatched(tmp_path):
-    """``humanvision infer`` with crops of several images per model call and reading in threads writes the same
-    records as one image at a time."""
-    import json
-
+def _tiny_recipe(tmp_path: Path) -> Path:
+    """The demo recipe with a random lateral_tiny (weights in tmp_path / "w.safetensors"), fp32."""
     import yaml
-    from typer.testing import CliRunner
 
-    from humanvision.cli import app
     from humanvision.models import create_model
     from humanvision.models.weights import save_weights
 
@@ -210,6 +205,19 @@ def test_infer_batched_equals_unbatched(tmp_path):
     config.write_text(yaml.safe_dump(cfg))
     torch.manual_seed(0)
     save_weights(create_model("lateral_tiny"), tmp_path / "w.safetensors")
+    return config
+
+
+def test_infer_batched_equals_unbatched(tmp_path):
+    """``humanvision infer`` with crops of several images per model call and reading in threads writes the same
+    records as one image at a time."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from humanvision.cli import app
+
+    config = _tiny_recipe(tmp_path)
     (tmp_path / "images").mkdir()
     paths, _ = _images(tmp_path / "images", 6)
     boxes = [{"image": p.name, "bbox": [5.0 + 20 * j, 5.0 + 3 * i, 50.0, 70.0]}  # none for im0, im3: whole image
@@ -232,3 +240,21 @@ def test_infer_batched_equals_unbatched(tmp_path):
             np.testing.assert_allclose(a["keypoints"], b["keypoints"], atol=2e-3)
     assert len(list((tmp_path / "serial").glob("*_pose.png"))) == 6
     assert not list((tmp_path / "batched").glob("*_pose.png"))  # --no-overlays
+
+
+def test_infer_bad_device_is_a_named_error(tmp_path):
+    """An unusable --device is a one-line error that names the option, not a torch traceback."""
+    from typer.testing import CliRunner
+
+    from humanvision.cli import app
+
+    config = _tiny_recipe(tmp_path)
+    image = tmp_path / "a.png"
+    cv2.imwrite(str(image), np.zeros((32, 32, 3), np.uint8))
+    for device in ("gpu", "cuda:7" if not torch.cuda.is_available() else "tpu"):
+        res = CliRunner().invoke(app, ["infer", str(image), "--config", str(config), "--weights",
+                                       str(tmp_path / "w.safetensors"), "--device", device, "--out",
+                                       str(tmp_path / "out")], env={"COLUMNS": "250", "NO_COLOR": "1"})
+        assert res.exit_code != 0
+        text = " ".join(res.output.split())
+        assert f"--device: '{device}'" in text and "Traceback" not in text, text

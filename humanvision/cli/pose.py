@@ -413,15 +413,15 @@ def infer(inputs: list[Path] = typer.Argument(..., help="Images, folders of imag
                                      "(OKS + IoU): track_id in the records and {video}_tracks.json per frame."),
           smooth: bool = typer.Option(False, "--smooth/--no-smooth", help="Videos: One-Euro smoothing of the "
                                       "tracked keypoints."),
-          batch_size: int = typer.Option(32, "--batch-size", min=1, help="Person crops per model call (crops of "
-                                         "consecutive images and frames share a batch)."),
-          workers: int | None = typer.Option(None, "--workers", min=0, help="Threads that read, detect and crop "
-                                             "while the model runs (0: one step after another). Default: 2 when "
+          batch_size: int = typer.Option(32, "--batch-size", min=1, help="2D recipes: person crops per model call "
+                                         "(crops of consecutive images and frames share a batch)."),
+          workers: int | None = typer.Option(None, "--workers", min=0, help="2D recipes: threads that read, "
+                                             "detect and crop while the model runs (0: one step after another). Default: 2 when "
                                              "the model runs on a GPU, 0 on the CPU, where the model already keeps "
                                              "every core busy (benchmarks/pipeline.py)."),
           overlays: bool = typer.Option(True, "--overlays/--no-overlays", help="Write the skeleton overlays (a .png "
                                         "per image, an .mp4 per video); --no-overlays writes the JSON files only."),
-          device: str = typer.Option("auto", "--device", help="cpu, cuda, cuda:N or auto (CUDA when present; under "
+          device: str = typer.Option("auto", "--device", help="2D recipes: cpu, cuda, cuda:N or auto (CUDA when present; under "
                                      "torchrun each rank takes the GPU of its LOCAL_RANK)."),
           ) -> None:
     """Predict poses: writes a skeleton overlay per image (an .mp4 per video), predictions.json (per file) and
@@ -462,7 +462,7 @@ def infer(inputs: list[Path] = typer.Argument(..., help="Images, folders of imag
     if monocular3d.is_monocular3d_recipe(config):
         if detector is not None:
             _fail(ConfigError("--detector: monocular 3D recipes take --boxes (or the whole image)"))
-        _infer_monocular3d(inputs, config, weights, boxes, out, threshold, coco_ann, set_)
+        _infer_monocular3d(inputs, config, weights, boxes, out, threshold, coco_ann, set_, overlays)
         return
     if algebraic.is_algebraic_recipe(config):
         _fail(ConfigError("--config: a multi-view (algebraic triangulation) recipe needs synchronised calibrated "
@@ -481,7 +481,11 @@ def infer(inputs: list[Path] = typer.Argument(..., help="Images, folders of imag
             pct.require_classifier(recipe, "infer")
             build_method, build_transform = pct.build_method, pct.build_transform
         method = build_method(recipe, weights=weights).eval()
-        dev = resolve_device(device, int(os.environ.get("LOCAL_RANK", "0")))
+        try:
+            dev = resolve_device(device, int(os.environ.get("LOCAL_RANK", "0")))
+        except (ConfigError, RuntimeError) as e:
+            raise ConfigError(f"--device: {device!r} is not usable here ({str(e).split(': ', 1)[-1]}); give cpu, "
+                              "cuda, cuda:N or auto") from None
         method.to(dev)
         if workers is None:
             workers = 2 if dev.type == "cuda" else 0
@@ -578,7 +582,7 @@ def infer(inputs: list[Path] = typer.Argument(..., help="Images, folders of imag
 
 
 def _infer_monocular3d(inputs: list[Path], config: Path, weights: Path, boxes: Path | None, out: Path,
-                       threshold: float, coco_ann: Path | None, set_: list[str]) -> None:
+                       threshold: float, coco_ann: Path | None, set_: list[str], overlays: bool = True) -> None:
     """``humanvision infer`` for a monocular 3D recipe (pose3d.md §5.8, :func:`monocular3d.predict_image`), sharded
     over torchrun ranks like the 2D path (:mod:`humanvision.cli.infer_shard`)."""
     import numpy as np
@@ -614,6 +618,13 @@ def _infer_monocular3d(inputs: list[Path], config: Path, weights: Path, boxes: P
                                          box_padding=recipe.data.box_padding, flip_test=recipe.eval.flip_test,
                                          total_length=recipe.eval.total_bone_length, record=name)
         box_scores = [s for _, s in given] if given else [1.0]
+        records = [{"bbox": [round(float(v), 2) for v in pred["boxes"][i]], "box_score": box_scores[i],
+                    "skeleton_2d": "mpii16", "keypoints_2d": np.round(pred["keypoints_2d"][i], 2).tolist(),
+                    "scores": np.round(pred["scores"][i], 4).tolist(), "skeleton_3d": "h36m17_vp",
+                    "joints_3d": np.round(pred["joints_3d"][i], 2).tolist()}
+                   for i in range(len(pred["boxes"]))]
+        if not overlays:  # --no-overlays: no 3D plots either
+            return image, records
         vis = draw_boxes(image, pred["boxes"])
         vis = draw_skeleton(vis, pred["keypoints_2d"], "mpii16", scores=pred["scores"], threshold=threshold)
         h = vis.shape[0]
@@ -624,17 +635,13 @@ def _infer_monocular3d(inputs: list[Path], config: Path, weights: Path, boxes: P
         height = max(h, side)
         vis = np.concatenate([np.pad(t, ((0, height - t.shape[0]), (0, 0), (0, 0)), constant_values=255)
                               for t in [vis, *tiles]], axis=1)
-        records = [{"bbox": [round(float(v), 2) for v in pred["boxes"][i]], "box_score": box_scores[i],
-                    "skeleton_2d": "mpii16", "keypoints_2d": np.round(pred["keypoints_2d"][i], 2).tolist(),
-                    "scores": np.round(pred["scores"][i], 4).tolist(), "skeleton_3d": "h36m17_vp",
-                    "joints_3d": np.round(pred["joints_3d"][i], 2).tolist()}
-                   for i in range(len(pred["boxes"]))]
         return vis, records
 
     t0 = time.perf_counter()
     all_files, (files, shard) = files, infer_shard.start_sharded(files)  # torchrun: this rank's files
     video_stats: dict[str, dict] = {}
-    predictions, frames = _process_inputs(files, out, run, suffix="_pose3d", video_stats=video_stats)
+    predictions, frames = _process_inputs(files, out, run, suffix="_pose3d", video_stats=video_stats,
+                                          overlays=overlays)
     if shard is not None:  # rank 0 merges every rank's part in input order; the other ranks are done
         try:
             merged = infer_shard.finish_sharded(shard, out, all_files, predictions, {}, video_stats, frames,

@@ -40,6 +40,7 @@ RECIPE = Path("configs/synthetic_tiny.yaml")
 VARIANTS: dict[str, dict] = {
     "no-effects": {"effects": None},                  # no blur / noise / exposure / white balance / JPEG
     "no-outfits": {"clothing": "basic"},              # the legacy body colours: no coats, skirts, sleeves, hats, bags
+    "no-faces": {"faces": False},                     # outfits with the plain head (painted eyes and mouth)
     "no-photos": {"background_prob": 0.0},            # procedural backdrops only
     "no-crowds": {"crowd": 0.0},                      # the other people spread out, never over the main one
     "no-closeups": {"shots": (1.0, 0.0, 0.0)},        # whole bodies only (scale and truncation as the preset)

@@ -188,7 +188,8 @@ def test_effects_contract_and_determinism():
     outs = [apply_effects(img, np.random.default_rng(s), e) for s in range(6)]
     assert sum(not np.array_equal(o, img) for o in outs) >= 5
     assert len({_sha(o) for o in outs}) == 6
-    every = ImageEffects(**{f: 1.0 for f in ImageEffects.__dataclass_fields__ if f.endswith("_prob")})
+    every = ImageEffects(**{f: 1.0 for f in ImageEffects.__dataclass_fields__  # the colour kept (monochrome apart)
+                            if f.endswith("_prob") and f != "monochrome_prob"})
     b = apply_effects(img, np.random.default_rng(3), every)
     assert b.shape == img.shape and b.dtype == np.float32 and 0 <= b.min() and b.max() <= 1
     assert np.abs(b - img).mean() < 0.15  # degraded, not destroyed
@@ -253,6 +254,14 @@ def test_each_effect_matches_a_reference():
     out = apply_effects(grey, rng(), _only(noise_prob=1.0, noise_std=(0.02, 0.02), noise_luma=0.0))
     assert out.std() == pytest.approx(0.02, rel=0.05) and abs(np.corrcoef(out[..., 0].ravel(),
                                                                            out[..., 1].ravel())[0, 1]) < 0.05
+    # monochrome: BT.601 luma in every channel; drawn last, so turning it on changes no other effect's draws
+    out = apply_effects(img, rng(), _only(monochrome_prob=1.0))
+    luma = img @ np.array([0.299, 0.587, 0.114], np.float32)
+    assert np.allclose(out, luma[..., None].repeat(3, -1), atol=2e-3)
+    mixed = ImageEffects(monochrome_prob=0.0)
+    a = apply_effects(img, rng(), mixed)
+    b = apply_effects(img, rng(), ImageEffects(monochrome_prob=1.0))
+    assert np.allclose(b, (a @ np.array([0.299, 0.587, 0.114], np.float32))[..., None].repeat(3, -1), atol=2e-3)
 
 
 # ------------------------------------------------------------------------------------------------ shadows
@@ -396,3 +405,41 @@ def test_dress_person_labels_and_instances():
     assert checked > 40
     with pytest.raises(ConfigError, match="instance"):
         dress_person(body, 0, np.random.default_rng(0))
+
+
+def test_faces_hold_up_in_a_close_up_and_keep_the_face_points_visible():
+    """``faces``: the head gets a nose, two ears (and a hair cap over short hair), all labelled head, and the
+    ``face`` texture (whites of the eyes around dark pupils); the COCO face points stay visible in a frontal
+    portrait and the ears in a profile, and the nose stands proud of the ``nose`` joint by a few millimetres."""
+    rng = np.random.default_rng(3)
+    body = pose_body(sample_shape(rng), np.zeros((15, 3)), ground="touch")
+    plain = dress_person(body, 1, np.random.default_rng([9, 1]))
+    faced = dress_person(body, 1, np.random.default_rng([9, 1]), faces=True)
+    extra = len(faced.kind) - len(plain.kind)
+    assert extra in (3, 4) and (faced.part[len(plain.kind):] == PART_NAMES.index("head")).all()
+    assert np.array_equal(faced.colour_a[:len(plain.kind)], plain.colour_a)  # the look itself is unchanged
+    eyes = 0.5 * (body.joints[JOINTS.index("left_eye")] + body.joints[JOINTS.index("right_eye")])
+    W = H = 160
+    for where, want in (("front", ("nose", "left_eye", "right_eye")), ("side", ("right_ear",))):
+        aim = eyes if where == "front" else body.joints[JOINTS.index("head")]
+        off = np.array([0.0, 600.0, 0.0]) if where == "front" else np.array([600.0, 0.0, 0.0])  # right side: +x
+        cam = Camera.look_at(aim + off, aim, focal=500.0, width=W, height=H)
+        for ps, faces in ((plain, False), (faced, True)):
+            out = render(ps, cam, Background(np.zeros((H, W, 3), np.float32)), np.array([0.2, 0.8, 0.6]))
+            kp, vis, kc, *_ = annotate(cam, out.depth, out.instances, body.joints[None], body.joint_radius[None],
+                                       out.parts, rule="coco")
+            for name in want:
+                j = JOINTS.index(name)
+                assert vis[0, j] == 2, (where, faces, name)
+                u, v = np.rint(kp[0, j]).astype(int)
+                assert PART_NAMES[out.parts[v, u]] == "head"
+            if where == "front":
+                u, v = np.rint(kp[0, JOINTS.index("nose")]).astype(int)
+                proud = kc[0, JOINTS.index("nose"), 2] - out.depth[v, u]
+                assert (2.0 < proud < 12.0) if faces else abs(proud) < 2.0, proud
+                for eye in ("left_eye", "right_eye"):
+                    u, v = np.rint(kp[0, JOINTS.index(eye)]).astype(int)
+                    patch = out.rgb[v - 6:v + 7, u - 6:u + 7].astype(int)
+                    white = (patch.min(-1) > 170).sum()
+                    dark = (patch.max(-1) < 40).sum()
+                    assert (white > 0 and dark > 0) if faces else white == 0, (eye, white, dark)

@@ -73,6 +73,7 @@ from humanvision.data.synthetic.render import (
     CAPSULE,
     ELLIPSOID,
     Background,
+    PATTERNS,
     PrimitiveSet,
     procedural_background,
     render,
@@ -307,8 +308,8 @@ def _frame_from(z: np.ndarray, x_hint: np.ndarray) -> np.ndarray:
     return np.stack([x, np.cross(z, x), z], 1)
 
 
-def _identity_primitives(ident: Identity, body: PosedBody, instance: int = 1, labelled: bool = False
-                         ) -> PrimitiveSet:
+def _identity_primitives(ident: Identity, body: PosedBody, instance: int = 1, labelled: bool = False,
+                         hairline: float | None = None) -> PrimitiveSet:
     """The person's primitives: the base renderer's body and clothes, recoloured for splice sleeves, coats, skirts
     and boots, plus the coat / skirt / hair / accessory primitives (accessory parts: hat, hair and glasses
     ``head``, coat and skirt ``torso``, bags 0).
@@ -316,7 +317,11 @@ def _identity_primitives(ident: Identity, body: PosedBody, instance: int = 1, la
     ``labelled`` gives every primitive the label of the body part under it, for part maps: the coat and the skirt
     become a ``torso`` piece over the hips (down to where the body's own pelvis ends) and one tube per thigh
     labelled with that upper leg; backpacks, shoulder bags and their straps are ``torso``, a handbag is the hand
-    holding it. Without it the primitives are the re-id crops' (unchanged)."""
+    holding it. Without it the primitives are the re-id crops' (unchanged).
+
+    ``hairline`` (scenes; the height of the hairline on the head, in units of its vertical semi-axis) gives the head
+    a face that survives a close-up (:func:`_face_rows`): the ``face`` texture, a nose, ears and, for short hair
+    without a hat, a hair cap over the crown."""
     ap = ident.appearance
     prims = _person_primitives(body, instance, appearance=ap)
     col = ident.colours
@@ -397,6 +402,10 @@ def _identity_primitives(ident: Identity, body: PosedBody, instance: int = 1, la
     if "glasses" in ident.accessories:
         rows.append(_row_ell(hc + hM @ (hr * np.array([0.0, 0.88, 0.12])), hM, hr * np.array([0.75, 0.16, 0.15]),
                              PART["head"], np.array([0.05, 0.05, 0.06])))
+    if hairline is not None:
+        k = next(i for i, p in enumerate(body.primitives) if PART_NAME[p.part] == "head")
+        prims.pattern[k], prims.period[k] = PATTERNS.index("face"), float(hairline)
+        rows += _face_rows(hc, hM, hr, ap.skin, ap.hair, cap=not ident.long_hair and "hat" not in ident.accessories)
     bag = col["bag"]
     strap = 0.006 * H
     carried = PART["torso"] if labelled else 0
@@ -429,6 +438,25 @@ def _identity_primitives(ident: Identity, body: PosedBody, instance: int = 1, la
     return PrimitiveSet.concatenate([prims, _pack(rows, instance)])
 
 
+def _face_rows(hc: np.ndarray, hM: np.ndarray, hr: np.ndarray, skin: np.ndarray, hair: np.ndarray, cap: bool
+               ) -> list[tuple]:
+    """A nose and two ears (skin) and optionally a hair cap on the head ellipsoid (centre ``hc``, axes ``hM``: x to
+    the person's right, y forward, z up; semi-axes ``hr``). All are labelled ``head``. The nose's tip stands 0.06 of
+    the head's depth in front of the ``nose`` joint and each ear is centred just outside its ``*_ear`` joint, so
+    the COCO face points stay on visible surface within their depth tolerance."""
+    nose_dir = np.array([0.0, 1.0, -0.18]) / np.linalg.norm([0.0, 1.0, -0.18])
+    rows = [_row_ell(hc + hM @ (hr * (nose_dir + np.array([0.0, -0.08, 0.08]))), hM, hr * np.array([0.15, 0.14, 0.24]),
+                     PART["head"], skin)]
+    for sx in (-1.0, 1.0):
+        ear_dir = np.array([sx, -0.05, 0.0]) / np.linalg.norm([1.0, 0.05, 0.0])
+        rows.append(_row_ell(hc + hM @ (hr * ear_dir * 1.02), hM, hr * np.array([0.1, 0.2, 0.3]), PART["head"],
+                             skin * 0.93))
+    if cap:
+        rows.append(_row_ell(hc + hM @ (hr * np.array([0.0, -0.12, 0.1])), hM, hr * np.array([1.04, 0.98, 0.97]),
+                             PART["head"], hair))
+    return rows
+
+
 #: skin tones from very light to very dark (RGB in [0, 1]); :func:`dress_person` draws anywhere along this ramp
 SKIN_RAMP = np.array([[0.98, 0.87, 0.78], [0.96, 0.80, 0.69], [0.90, 0.70, 0.56], [0.78, 0.58, 0.43],
                       [0.58, 0.40, 0.28], [0.38, 0.26, 0.18], [0.24, 0.16, 0.11]])
@@ -442,7 +470,7 @@ def _skin_tone(rng: np.random.Generator) -> np.ndarray:
     return np.clip(tone * (1.0 + rng.normal(0.0, 0.03, 3)), 0.0, 1.0)
 
 
-def dress_person(body: PosedBody, instance: int, rng: np.random.Generator) -> PrimitiveSet:
+def dress_person(body: PosedBody, instance: int, rng: np.random.Generator, faces: bool = False) -> PrimitiveSet:
     """Dress a posed body with a random look, for scenes: the body's primitives plus clothes and accessories.
 
     The look is an identity drawn from ``rng`` (:func:`sample_identity`'s rules: shirt or coat, long or short
@@ -456,13 +484,16 @@ def dress_person(body: PosedBody, instance: int, rng: np.random.Generator) -> Pr
         body: a posed body (:func:`~humanvision.data.synthetic.body.pose_body`).
         instance: the person's instance id in the scene (1..255).
         rng: every draw comes from it (deterministic given its state).
+        faces: give the head a face for close-ups (:func:`_face_rows`; the hairline's height is drawn from ``rng``
+            after the look, so the look itself does not change).
     """
     if not 0 < int(instance) < 256:
         raise ConfigError(f"instance must be 1..255 (uint8 instance maps, 0 is background), got {instance}")
     ident = _draw_identity(rng, int(instance))
     ident.shape = body.shape  # garments follow the body actually posed
     ident.appearance.skin = _skin_tone(rng)
-    return _identity_primitives(ident, body, instance=int(instance), labelled=True)
+    return _identity_primitives(ident, body, instance=int(instance), labelled=True,
+                                hairline=float(rng.uniform(0.3, 0.7)) if faces else None)
 
 
 # --------------------------------------------------------------------------------------------- crops

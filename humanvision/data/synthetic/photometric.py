@@ -15,7 +15,10 @@ forms an image:
    standard deviation ``std`` (in [0, 1] units), a mixture of a luminance part (shared by the three channels) and
    an independent chroma part;
 6. **tone curve**: a global gamma;
-7. **JPEG re-encoding** (storage / streaming): encode and decode with OpenCV at a random quality.
+7. **JPEG re-encoding** (storage / streaming): encode and decode with OpenCV at a random quality;
+8. **monochrome** (black-and-white photographs, night and infrared cameras): the picture's luma (ITU-R BT.601
+   weights) in all three channels. Off by default; its decision is drawn after every other draw, so turning it on
+   leaves the other effects as they were.
 
 Each step fires with its own probability; with every probability at 0 the image is returned unchanged. All random
 draws come from the generator passed in, so the output is a function of the image and the generator state.
@@ -52,6 +55,7 @@ class ImageEffects:
             per channel, like raw chroma noise).
         gamma_prob, gamma: tone-curve exponent range (``out = in ** gamma``).
         jpeg_prob, jpeg_quality: JPEG re-encoding at an integer quality in the range.
+        monochrome_prob: the picture turned grey (COCO holds a few percent of black-and-white photos).
     """
 
     vignette_prob: float = 0.3
@@ -71,6 +75,7 @@ class ImageEffects:
     gamma: tuple[float, float] = (0.8, 1.25)
     jpeg_prob: float = 0.6
     jpeg_quality: tuple[int, int] = (40, 95)
+    monochrome_prob: float = 0.0
 
     def __post_init__(self) -> None:
         for name, value in vars(self).items():
@@ -166,4 +171,6 @@ def apply_effects(rgb: np.ndarray, rng: np.random.Generator, effects: ImageEffec
         ok, buf = cv2.imencode(".jpg", u8, [cv2.IMWRITE_JPEG_QUALITY, q])
         if ok:
             img = cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1].astype(np.float32) * np.float32(1.0 / 255.0)
+    if e.monochrome_prob > 0 and rng.uniform() < e.monochrome_prob:  # drawn last: the draws above stay in place
+        img = np.repeat(cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_RGB2GRAY)[..., None], 3, axis=2)
     return np.ascontiguousarray(img)

@@ -61,9 +61,9 @@ def coco(backgrounds: Path | None = None) -> SceneConfig:
     (log-uniform), 14 % upper-body (hips up) and 8 % head-and-shoulders close-ups; 6 % of the shots
     shifted so the border cuts the person; crowds (30 %) overlapping the main person, otherwise the others
     spread within the picture; views from eye level to 35 degrees above; walking (25 %) and sampled poses;
-    outfits; photo backdrops (80 %, a ground plane under 30 % of them) else procedural; light from a low
-    sun to overhead, 3200-7500 K, with shadows; real-camera effects (noise, blur, exposure, JPEG); COCO
-    visibility.
+    outfits with close-up faces; photo backdrops (80 %, a ground plane under 30 % of them) else procedural; light
+    from a low sun to overhead, 3200-7500 K, with shadows; real-camera effects (noise, blur, exposure, JPEG; 5 %
+    black and white); COCO visibility.
 
     Statistics (256x256): box height / image height p10-p50-p90 0.20-0.40-0.82 (< 0.1: 3%, 0.1-0.25: 19%,
     0.25-0.5: 43%, 0.5-0.9: 30%, >= 0.9: 5%); truncated (a coco17 joint outside the image) 31%; 2.44
@@ -74,7 +74,8 @@ def coco(backgrounds: Path | None = None) -> SceneConfig:
         people=(1, 4), shots=(0.78, 0.14, 0.08), scale=(0.2, 0.95), truncation=0.06, crowd=0.3,
         camera_elevation=(-5.0, 35.0), walking=0.25, backgrounds=backgrounds, background_prob=0.8, photo_ground=0.3,
         ambient=(0.25, 0.6), diffuse=(0.4, 0.9), light_elevation=(8.0, 85.0), colour_temperature=(3200.0, 7500.0),
-        shadows=True, clothing=_outfits(), effects=ImageEffects(), visibility="coco")
+        shadows=True, clothing=_outfits(), faces=True, effects=ImageEffects(monochrome_prob=0.05),
+        visibility="coco")
 
 
 def h36m(backgrounds: Path | None = None) -> SceneConfig:
@@ -96,7 +97,7 @@ def h36m(backgrounds: Path | None = None) -> SceneConfig:
     return SceneConfig(
         size=(1000, 1000), views=4, people=(1, 1), distortion=True, occluder_prob=0.0, walking=0.3,
         backdrop="studio", ambient=(0.45, 0.6), diffuse=(0.3, 0.5), light_elevation=(55.0, 85.0),
-        colour_temperature=(4000.0, 5500.0), shadows=True, clothing=_outfits(), effects=effects, visibility="coco")
+        colour_temperature=(4000.0, 5500.0), shadows=True, clothing=_outfits(), faces=True, effects=effects, visibility="coco")
 
 
 def pedestrian(backgrounds: Path | None = None) -> SceneConfig:
@@ -117,7 +118,7 @@ def pedestrian(backgrounds: Path | None = None) -> SceneConfig:
         size=(320, 240), people=(3, 8), shots=(1.0, 0.0, 0.0), scale=(0.15, 0.4), truncation=0.1, crowd=0.3,
         spread=5000.0, camera_elevation=(15.0, 40.0), walking=0.9, occluder_prob=0.3, backgrounds=backgrounds,
         background_prob=1.0, photo_ground=0.8, ambient=(0.3, 0.55), diffuse=(0.45, 0.9),
-        light_elevation=(15.0, 75.0), colour_temperature=(4500.0, 7500.0), shadows=True, clothing=_outfits(),
+        light_elevation=(15.0, 75.0), colour_temperature=(4500.0, 7500.0), shadows=True, clothing=_outfits(), faces=True,
         effects=effects, visibility="coco")
 
 

@@ -48,7 +48,8 @@ __all__ = [
 
 CAPSULE, ELLIPSOID, BOX = 0, 1, 2
 #: texture patterns mixing ``colour_a`` (value 0) and ``colour_b`` (value 1)
-PATTERNS = ("plain", "stripes_z", "stripes_x", "checks", "head", "shirt_front")
+PATTERNS = ("plain", "stripes_z", "stripes_x", "checks", "head", "shirt_front", "face")
+_LIPS = np.array([0.78, 0.5, 0.5])  # lip albedo as a fraction of the skin's (``face`` texture)
 _NEAR = 10.0  # mm
 _FAR = 60000.0  # mm: the ground ends here (depth maps hold at most 65535 mm)
 
@@ -61,7 +62,8 @@ class PrimitiveSet:
     use ``centre`` (P, 3), ``axes`` (P, 3, 3) (columns = local axes in the world) and ``radii`` (P, 3) (semi-axes
     or half-sizes). ``frame`` (P, 3, 3) / ``origin`` (P, 3) give the texture frame. ``part`` (P,) body-part label,
     ``instance`` (P,) person id (``i + 1``; 0 for occluders). ``colour_a``/``colour_b`` (P, 3) in [0, 1],
-    ``pattern`` (P,) index into :data:`PATTERNS`, ``period`` (P,) texture period in mm.
+    ``pattern`` (P,) index into :data:`PATTERNS`, ``period`` (P,) texture period in mm (for ``face``: the
+    hairline's height on the head ellipsoid, in units of its vertical semi-axis).
     """
 
     kind: np.ndarray
@@ -301,7 +303,8 @@ def _normals_and_local(kind: np.ndarray, p: np.ndarray, ps: PrimitiveSet, idx: n
 
 
 def _texture(pattern: np.ndarray, q: np.ndarray, period: np.ndarray, radii: np.ndarray) -> np.ndarray:
-    """Mix weight in [0, 1] between ``colour_a`` and ``colour_b`` (and -1 marks dark details such as eyes)."""
+    """Mix weight in [0, 1] between ``colour_a`` and ``colour_b``; -1 marks dark details (pupils, the ``head``
+    pattern's eyes and mouth), -2 the whites of the eyes and -3 the lips (``face``)."""
     w = np.zeros(len(q))
     m = pattern == 1
     w[m] = (np.sin(2 * np.pi * q[m, 2] / period[m]) > 0).astype(float)
@@ -317,6 +320,17 @@ def _texture(pattern: np.ndarray, q: np.ndarray, period: np.ndarray, radii: np.n
         eyes = (np.hypot(np.abs(u[:, 0]) - eye_dir[0], u[:, 2] - eye_dir[2]) < 0.13) & (u[:, 1] > 0.5)
         mouth = (np.abs(u[:, 0]) < 0.22) & (np.abs(u[:, 2] + 0.5) < 0.06) & (u[:, 1] > 0.5)
         w[m] = np.where(eyes | mouth, -1.0, hair.astype(float))
+    m = pattern == 6  # face (scenes with outfits): hairline at ``period``, brows in the hair colour, eyes, lips
+    if m.any():
+        u = q[m] / radii[m]
+        front = u[:, 1] > 0.5
+        hair = (u[:, 2] > period[m]) | ((u[:, 1] < 0.05) & (u[:, 2] > -0.75))
+        ex, ez = np.abs(u[:, 0]) - 0.36, u[:, 2] - 0.12
+        white = front & ((ex / 0.15) ** 2 + (ez / 0.075) ** 2 < 1.0)
+        pupil = front & (np.hypot(ex, ez) < 0.06)
+        brow = front & (np.abs(u[:, 2] - 0.29 + 0.1 * np.abs(ex)) < 0.035) & (np.abs(ex) < 0.2)
+        lips = front & ((u[:, 0] / 0.21) ** 2 + ((u[:, 2] + 0.5) / 0.065) ** 2 < 1.0)
+        w[m] = np.where(pupil, -1.0, np.where(white, -2.0, np.where(lips, -3.0, (hair | brow).astype(float))))
     m = pattern == 5  # shirt: a printed chest panel on the front (local +y), so front and back differ
     if m.any():
         u = q[m] / radii[m]
@@ -424,7 +438,9 @@ def render(prims: PrimitiveSet, camera: Camera, background: Background, light_di
         w = _texture(prims.pattern[idx], q, prims.period[idx], prims.radii[idx])
         ca, cb = prims.colour_a[idx], prims.colour_b[idx]
         albedo = ca + np.clip(w, 0, 1)[:, None] * (cb - ca)
-        albedo = np.where((w < 0)[:, None], 0.08, albedo)
+        albedo = np.where((w == -2)[:, None], 0.9, albedo)  # whites of the eyes
+        albedo = np.where((w == -3)[:, None], ca * _LIPS, albedo)
+        albedo = np.where((w == -1)[:, None], 0.08, albedo)
         lam = np.clip(n @ light_c, 0.0, 1.0)
         if shadow is not None:
             lam = np.where(shadow[hit], 0.0, lam)

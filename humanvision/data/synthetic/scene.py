@@ -137,6 +137,9 @@ class SceneConfig:
         shadows: cast shadows from the light (people, occluders, ground).
         clothing: ``"basic"`` (today's shirts and trousers) or ``"outfits"`` (:func:`~.identities.dress_person`:
             coats, skirts, sleeves, hats, bags, skin and hair variety).
+        faces: with ``clothing="outfits"``, heads get a face that holds up in a close-up (eyes with whites and
+            pupils, brows, lips, a nose, ears, a hair cap over short hair, the hairline's height drawn per person);
+            without it the head is today's ellipsoid with painted eyes and mouth.
         effects: photometric effects applied to each rendered view (:class:`~.photometric.ImageEffects`).
         visibility: ``"depth"`` (today's rule) or ``"coco"`` (an annotator's rule; see the module docstring).
     """
@@ -172,6 +175,7 @@ class SceneConfig:
     colour_temperature: tuple[float, float] | None = None
     shadows: bool = False
     clothing: Literal["basic", "outfits"] = "basic"
+    faces: bool = False
     effects: ImageEffects | None = None
     # labels
     visibility: Literal["depth", "coco"] = "depth"
@@ -576,7 +580,7 @@ def generate_frame(cfg: SceneConfig, seed: int, index: int, cameras: list[Camera
     if cfg.clothing == "outfits":
         for _ in bodies:  # today's clothes are drawn all the same: the draws after them stay in place
             sample_appearance(rng)
-        prims = _outfits(_stream(seed, index, _CLOTHING), bodies)
+        prims = _outfits(_stream(seed, index, _CLOTHING), bodies, cfg.faces)
     else:
         prims = [_person_primitives(b, i + 1, rng) for i, b in enumerate(bodies)]
     occ = _occluders(rng, cfg, [c.center for c in cameras], joints[:, 0, :2])
@@ -836,15 +840,16 @@ def _clear_of_camera(occ: PrimitiveSet, camera: Camera, shot: _Shot) -> Primitiv
 
 
 # --------------------------------------------------------------------------------------------- appearance (opt-in)
-def _outfits(rng: np.random.Generator, bodies: list[PosedBody]) -> list[PrimitiveSet]:
-    """``clothing="outfits"``: each person dressed by :func:`~.identities.dress_person`."""
+def _outfits(rng: np.random.Generator, bodies: list[PosedBody], faces: bool = False) -> list[PrimitiveSet]:
+    """``clothing="outfits"``: each person dressed by :func:`~.identities.dress_person` (``faces``: with a
+    close-up face)."""
     from humanvision.data.synthetic import identities  # imports this module
 
     dress = getattr(identities, "dress_person", None)
     if dress is None:
         raise ConfigError("SceneConfig.clothing='outfits' needs identities.dress_person, which this installation "
                           "lacks; use clothing='basic'")
-    return [dress(b, i + 1, rng) for i, b in enumerate(bodies)]
+    return [dress(b, i + 1, rng, faces=faces) for i, b in enumerate(bodies)]
 
 
 _BANKS: dict[str, object] = {}

@@ -14,7 +14,8 @@ busy machine trains as long, not less):
   the same steps again (``--mix-new 0`` skips it).
 
 Each trained model is then evaluated (GT boxes, flip test) on the 150 validation images of *both* worlds (OKS AP:
-"without losing synthetic-val AP" is the legacy column) and by ``benchmarks/sim_to_real.py``'s agreement with the
+"without losing synthetic-val AP" is the legacy column), on 80 images of the preset per kind of shot (whole body,
+upper body, head-and-shoulders: :func:`evaluate_shots`), and by ``benchmarks/sim_to_real.py``'s agreement with the
 BlazePose teacher on the real pedestrians of vtest.avi and the real stills (PCK at 0.1 x box height; that script
 prepares the real images and the teacher once). Real images are for validation only: nothing here trains on them.
 
@@ -188,6 +189,34 @@ def evaluate_on(arm: str, world: str, args: argparse.Namespace) -> dict:
     return {k: metrics[k] for k in ("AP", "AP50", "AP75", "AR", "PCK@0.2") if k in metrics}
 
 
+SHOTS = {"full": (1.0, 0.0, 0.0), "upper": (0.0, 1.0, 0.0), "head": (0.0, 0.0, 1.0)}
+
+
+def evaluate_shots(arm: str, args: argparse.Namespace) -> dict:
+    """OKS AP and PCK@0.2 of arm's final weights on 80 images of the preset per kind of shot (whole bodies,
+    upper bodies, head-and-shoulders close-ups; ``data/synthetic_{preset}_shots_{kind}``, seed 5, rendered once):
+    tells a close-up the model has not learned from one that does not look real."""
+    from humanvision.cli.pose import _load_recipe
+    from humanvision.data.synthetic.presets import scene_config
+    from humanvision.data.synthetic.writers import generate_coco
+    from humanvision.methods.topdown import build_method, evaluate_topdown
+
+    out = {}
+    for kind, shots in SHOTS.items():
+        root = Path(f"data/synthetic_{args.preset}_shots_{kind}")
+        ann = root / "annotations" / "person_keypoints_val.json"
+        if not ann.exists():
+            generate_coco(root, {"val": 80}, size=(256, 256), seed=5, workers=2,
+                          config=scene_config(args.preset, backgrounds=args.backgrounds, shots=shots))
+        data = [f"{k}={v}" for k, v in (("data.source", "coco"), ("data.val_ann", ann), ("data.val_images",
+                                                                                       root / "val"),
+                                        ("data.train_ann", ann), ("data.train_images", root / "val"))]
+        recipe = _load_recipe(RECIPE, data)
+        metrics = evaluate_topdown(build_method(recipe, weights=args.work / arm).eval(), recipe, out_dir=None)
+        out[kind] = {k: metrics[k] for k in ("AP", "PCK@0.2")}
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--preset", default="coco", help="the new world's preset")
@@ -218,6 +247,7 @@ def main() -> None:
 
     training = [train_arm(arm, args) for arm in arms]
     synthetic = {arm: {world: evaluate_on(arm, world, args) for world in worlds} for arm in arms}
+    shots = {arm: evaluate_shots(arm, args) for arm in arms}
 
     sys.path.insert(0, str(Path(__file__).parent))
     import sim_to_real
@@ -232,17 +262,19 @@ def main() -> None:
 
     table = Table(title=f"the demo recipe ({training[0]['steps']} steps each): legacy world vs '{args.preset}' preset")
     for col in ("trained on", "steps", "AP legacy val", f"AP {args.preset} val", "PCK@0.2 legacy val",
-                "real pedestrians", "real stills"):
+                f"PCK@0.2 {args.preset} full / upper / head shots", "real pedestrians", "real stills"):
         table.add_column(col, justify="left" if col == "trained on" else "right")
     for t in training:
         arm, s = t["arm"], synthetic[t["arm"]]
         r = next(m for m in real["models"] if m["name"] == arm)["groups"]
         table.add_row(arm, str(t["steps"]), f"{s['legacy']['AP']:.3f}", f"{s[args.preset]['AP']:.3f}",
-                      f"{s['legacy']['PCK@0.2']:.1f}", f"{r['pedestrians']['pck']:.3f}", f"{r['stills']['pck']:.3f}")
+                      f"{s['legacy']['PCK@0.2']:.1f}", " / ".join(f"{v['PCK@0.2']:.1f}" for v in shots[arm].values()),
+                      f"{r['pedestrians']['pck']:.3f}", f"{r['stills']['pck']:.3f}")
     Console().print(table)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "training": training,
-                                    "synthetic": synthetic, "real": real}, indent=2, default=str))
+                                    "synthetic": synthetic, "shots": shots,
+                                    "real": real}, indent=2, default=str))
     print(f"wrote {args.out}")
 
 

@@ -34,6 +34,8 @@ import sys
 import time
 from pathlib import Path
 
+from humanvision.data.synthetic.photometric import ImageEffects
+
 RECIPE = Path("configs/synthetic_tiny.yaml")
 
 # ``--variants``: the new world's preset with one feature changed (the per-feature ablation of issue 16). Each is
@@ -42,8 +44,8 @@ VARIANTS: dict[str, dict] = {
     "no-effects": {"effects": None},                  # no blur / noise / exposure / white balance / JPEG
     "no-outfits": {"clothing": "basic"},              # the legacy body colours: no coats, skirts, sleeves, hats, bags
     "no-faces": {"faces": False},                     # outfits with the plain head (painted eyes and mouth)
-    "no-mono": {"effects": "colour"},                 # no black-and-white photos
-    "before-faces": {"faces": False, "effects": "colour"},  # the preset before faces and black-and-white photos
+    "no-mono": {"effects": ImageEffects()},           # no black-and-white photos
+    "before-faces": {"faces": False, "effects": ImageEffects()},  # the preset before faces and grey photos
     "no-photos": {"background_prob": 0.0},            # procedural backdrops only
     "no-crowds": {"crowd": 0.0},                      # the other people spread out, never over the main one
     "no-closeups": {"shots": (1.0, 0.0, 0.0)},        # whole bodies only (scale and truncation as the preset)
@@ -112,10 +114,7 @@ def variant_set(arm: str, args: argparse.Namespace) -> Path:
     if not full.exists():
         size = tuple(json.loads((base / "annotations" / "person_keypoints_train.json").read_text())["images"][0][k]
                      for k in ("width", "height"))
-        from humanvision.data.synthetic.photometric import ImageEffects
-
-        change = {k: (ImageEffects() if v == "colour" else v) for k, v in VARIANTS[variant].items()}
-        cfg = scene_config(args.preset, backgrounds=args.backgrounds, **change)
+        cfg = scene_config(args.preset, backgrounds=args.backgrounds, **VARIANTS[variant])
         print(f"rendering {arm}: {int(args.new_images * 1.1)} images", flush=True)
         generate_coco(root, {"train": int(args.new_images * 1.1)}, size=size, seed=0, config=cfg, workers=2)
     reader = CocoKeypoints(full, root / "train", skeleton="coco17", mode="instance")

@@ -30,7 +30,7 @@ from humanvision.data.synthetic.render import (
     procedural_background,
     render,
 )
-from humanvision.data.synthetic.scene import _person_primitives, annotate
+from humanvision.data.synthetic.scene import SceneConfig, _person_primitives, annotate
 from humanvision.errors import ConfigError, DataError
 from humanvision.geometry.camera import Camera
 
@@ -258,8 +258,7 @@ def test_each_effect_matches_a_reference():
     out = apply_effects(img, rng(), _only(monochrome_prob=1.0))
     luma = img @ np.array([0.299, 0.587, 0.114], np.float32)
     assert np.allclose(out, luma[..., None].repeat(3, -1), atol=2e-3)
-    mixed = ImageEffects(monochrome_prob=0.0)
-    a = apply_effects(img, rng(), mixed)
+    a = apply_effects(img, rng(), ImageEffects())
     b = apply_effects(img, rng(), ImageEffects(monochrome_prob=1.0))
     assert np.allclose(b, (a @ np.array([0.299, 0.587, 0.114], np.float32))[..., None].repeat(3, -1), atol=2e-3)
 
@@ -443,3 +442,5 @@ def test_faces_hold_up_in_a_close_up_and_keep_the_face_points_visible():
                     white = (patch.min(-1) > 170).sum()
                     dark = (patch.max(-1) < 40).sum()
                     assert (white > 0 and dark > 0) if faces else white == 0, (eye, white, dark)
+    with pytest.raises(ConfigError, match="SceneConfig.faces"):
+        SceneConfig(faces=True)  # the plain clothes have no face to give

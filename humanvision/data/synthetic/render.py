@@ -50,6 +50,7 @@ CAPSULE, ELLIPSOID, BOX = 0, 1, 2
 #: texture patterns mixing ``colour_a`` (value 0) and ``colour_b`` (value 1)
 PATTERNS = ("plain", "stripes_z", "stripes_x", "checks", "head", "shirt_front", "face")
 _LIPS = np.array([0.78, 0.5, 0.5])  # lip albedo as a fraction of the skin's (``face`` texture)
+_EYE = np.array([0.36, 0.9, 0.12]) / np.linalg.norm([0.36, 0.9, 0.12])  # the left eye's direction on a head
 _NEAR = 10.0  # mm
 _FAR = 60000.0  # mm: the ground ends here (depth maps hold at most 65535 mm)
 
@@ -316,8 +317,7 @@ def _texture(pattern: np.ndarray, q: np.ndarray, period: np.ndarray, radii: np.n
     if m.any():
         u = q[m] / radii[m]
         hair = (u[:, 2] > 0.3) | ((u[:, 1] < 0.05) & (u[:, 2] > -0.75))  # the whole back of the head
-        eye_dir = np.array([0.36, 0.9, 0.12]) / np.linalg.norm([0.36, 0.9, 0.12])
-        eyes = (np.hypot(np.abs(u[:, 0]) - eye_dir[0], u[:, 2] - eye_dir[2]) < 0.13) & (u[:, 1] > 0.5)
+        eyes = (np.hypot(np.abs(u[:, 0]) - _EYE[0], u[:, 2] - _EYE[2]) < 0.13) & (u[:, 1] > 0.5)
         mouth = (np.abs(u[:, 0]) < 0.22) & (np.abs(u[:, 2] + 0.5) < 0.06) & (u[:, 1] > 0.5)
         w[m] = np.where(eyes | mouth, -1.0, hair.astype(float))
     m = pattern == 6  # face (scenes with outfits): hairline at ``period``, brows in the hair colour, eyes, lips
@@ -325,7 +325,7 @@ def _texture(pattern: np.ndarray, q: np.ndarray, period: np.ndarray, radii: np.n
         u = q[m] / radii[m]
         front = u[:, 1] > 0.5
         hair = (u[:, 2] > period[m]) | ((u[:, 1] < 0.05) & (u[:, 2] > -0.75))
-        ex, ez = np.abs(u[:, 0]) - 0.36, u[:, 2] - 0.12
+        ex, ez = np.abs(u[:, 0]) - _EYE[0], u[:, 2] - _EYE[2]
         white = front & ((ex / 0.15) ** 2 + (ez / 0.075) ** 2 < 1.0)
         pupil = front & (np.hypot(ex, ez) < 0.06)
         brow = front & (np.abs(u[:, 2] - 0.29 + 0.1 * np.abs(ex)) < 0.035) & (np.abs(ex) < 0.2)
@@ -438,8 +438,9 @@ def render(prims: PrimitiveSet, camera: Camera, background: Background, light_di
         w = _texture(prims.pattern[idx], q, prims.period[idx], prims.radii[idx])
         ca, cb = prims.colour_a[idx], prims.colour_b[idx]
         albedo = ca + np.clip(w, 0, 1)[:, None] * (cb - ca)
-        albedo = np.where((w == -2)[:, None], 0.9, albedo)  # whites of the eyes
-        albedo = np.where((w == -3)[:, None], ca * _LIPS, albedo)
+        if (w < -1).any():  # the ``face`` texture's whites of the eyes and lips
+            albedo = np.where((w == -2)[:, None], 0.9, albedo)
+            albedo = np.where((w == -3)[:, None], ca * _LIPS, albedo)
         albedo = np.where((w == -1)[:, None], 0.08, albedo)
         lam = np.clip(n @ light_c, 0.0, 1.0)
         if shadow is not None:

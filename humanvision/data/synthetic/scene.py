@@ -198,6 +198,9 @@ class SceneConfig:
             raise ConfigError(f"SceneConfig.backdrop: 'procedural' or 'studio', got {self.backdrop!r}")
         if self.clothing not in ("basic", "outfits"):
             raise ConfigError(f"SceneConfig.clothing: 'basic' or 'outfits', got {self.clothing!r}")
+        if self.faces and self.clothing != "outfits":
+            raise ConfigError("SceneConfig.faces: needs clothing='outfits' (the plain clothes keep today's painted "
+                              "head)")
         if self.visibility not in ("depth", "coco"):
             raise ConfigError(f"SceneConfig.visibility: 'depth' or 'coco', got {self.visibility!r}")
 

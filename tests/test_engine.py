@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 
 import numpy as np
 import pytest
@@ -144,6 +145,49 @@ def test_resume_reproduces_uninterrupted_run_bitwise(tmp_path, variant, crash_ca
     if reference.ema is not None:
         for a, b in zip(reference.ema.state_dict().values(), resumed.ema.state_dict().values(), strict=True):
             assert torch.equal(a, b)
+
+
+HELD_AT_FORK = threading.Lock()  # held by a thread of the training process while workers start
+
+
+class LockingRegression(ToyRegression):
+    """Takes ``HELD_AT_FORK`` for every sample, like a library's module-level lock would."""
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        with HELD_AT_FORK:
+            return super().__getitem__(i)
+
+
+@pytest.mark.parametrize("worker_start", ["forkserver", "fork"])
+def test_loader_workers_do_not_inherit_a_held_lock(tmp_path, monkeypatch, worker_start):
+    """A thread holds a lock while the loader workers start. Forked workers copy it locked and wait forever: the
+    loader's timeout turns that hang into an error. Workers from the forkserver import a fresh, free lock."""
+    from humanvision.engine import trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module, "LOADER_TIMEOUT_S", 3)
+    cfg = make_cfg(tmp_path, worker_start, epochs=1, num_workers=2, worker_start=worker_start)
+    trainer = Trainer(cfg, ToyModel(), LockingRegression())
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with HELD_AT_FORK:
+            held.set()
+            release.wait()
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    held.wait()
+    try:
+        if worker_start == "fork":
+            with pytest.raises(RuntimeError, match="timed out"):
+                trainer.fit()
+        else:
+            assert trainer.fit()["step"] == 8
+    finally:
+        release.set()
+        holder.join()
+    with pytest.raises(ConfigError, match="train.worker_start"):
+        make_cfg(tmp_path, "bad", worker_start="thread")
 
 
 def test_resume_at_epoch_boundary_and_max_steps(tmp_path):

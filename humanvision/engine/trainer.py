@@ -54,6 +54,9 @@ from humanvision.engine.precision import (
 )
 from humanvision.errors import ConfigError, TrainingError
 
+WORKER_STARTS = ("forkserver", "spawn", "fork")
+LOADER_TIMEOUT_S = 600  # a loader worker silent this long is stuck: the run fails instead of hanging
+
 __all__ = ["TrainConfig", "Trainer", "move_to", "seed_everything"]
 
 
@@ -108,6 +111,10 @@ class TrainConfig:
     device: str = "auto"
     find_unused_parameters: bool = False
     num_workers: int = 0
+    # how loader workers start: "forkserver" (default) forks them from a clean helper process, so no lock held
+    # by one of this process's threads (a logger, a thread pool, OpenMP) is copied into a worker locked forever;
+    # the dataset must pickle, as on macOS / Windows. "fork" is faster to start and takes any dataset.
+    worker_start: str = "forkserver"
     shuffle: bool = True
     eval_every: int = 1
     save_every: int = 1
@@ -123,7 +130,7 @@ class TrainConfig:
         self.milestones = tuple(int(m) for m in self.milestones)
         self.betas = tuple(self.betas)  # type: ignore[assignment]
         choices = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "precision": ("auto", *AMP_DTYPES),
-                   "best_mode": ("max", "min")}
+                   "best_mode": ("max", "min"), "worker_start": WORKER_STARTS}
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise ConfigError(f"train.{key}: expected one of {', '.join(allowed)}, got {getattr(self, key)!r}")
@@ -249,6 +256,8 @@ class Trainer:
         self.loader = DataLoader(SeededDataset(train_dataset), batch_size=cfg.batch_size, sampler=self.sampler,
                                  drop_last=True, num_workers=cfg.num_workers, collate_fn=collate_fn,
                                  pin_memory=self.device.type == "cuda", persistent_workers=cfg.num_workers > 0,
+                                 multiprocessing_context=cfg.worker_start if cfg.num_workers > 0 else None,
+                                 timeout=LOADER_TIMEOUT_S if cfg.num_workers > 0 else 0,
                                  generator=torch.Generator().manual_seed(cfg.seed))
         self.steps_per_epoch = self.sampler.num_samples // cfg.batch_size // cfg.accum_steps
         if self.steps_per_epoch == 0:

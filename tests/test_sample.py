@@ -45,6 +45,31 @@ def test_image_roundtrip_rgb_order_and_grey(tmp_path):
     np.testing.assert_array_equal(g, np.repeat(grey[..., None], 3, axis=2))
 
 
+def test_read_image_applies_exif_orientation_like_the_runtime(tmp_path):
+    """A JPEG whose bitmap is 100 x 40 with EXIF orientation 6 ("rotate 90 degrees clockwise to display", TIFF
+    tag 0x0112), written by Pillow: read upright (40 x 100), the bitmap's top-left corner now at the top right."""
+    from PIL import Image
+
+    from humanvision.runtime.pose import read_rgb
+
+    bitmap = np.full((40, 100, 3), 30, np.uint8)
+    bitmap[:5, :10] = 250
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(bitmap).save(tmp_path / "phone.jpg", exif=exif.tobytes(), quality=95)
+    img = read_image(tmp_path / "phone.jpg")
+    assert img.shape == (100, 40, 3)
+    assert img[:10, 35:].min() > 200 and img[:10, :30].max() < 60 and img[90:, 35:].max() < 60
+    np.testing.assert_array_equal(img, read_rgb(tmp_path / "phone.jpg"))
+    # 16-bit grey still scales to 8 bits, an alpha channel is still dropped
+    Image.fromarray(np.full((4, 6), 0x8180, np.uint16)).save(tmp_path / "grey16.png")
+    np.testing.assert_array_equal(read_image(tmp_path / "grey16.png"), np.full((4, 6, 3), 0x81, np.uint8))
+    rgba = np.zeros((4, 6, 4), np.uint8)
+    rgba[..., 0], rgba[..., 3] = 200, 9
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "alpha.png")
+    np.testing.assert_array_equal(read_image(tmp_path / "alpha.png"), rgba[..., :3])
+
+
 def test_read_image_errors_name_the_file(tmp_path):
     with pytest.raises(DataError, match=r"nope\.jpg: file not found"):
         read_image(tmp_path / "nope.jpg")

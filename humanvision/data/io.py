@@ -47,19 +47,19 @@ def read_image(path: str | Path) -> np.ndarray:
     """Read a colour image as ``(H, W, 3) uint8`` RGB.
 
     Grey images are replicated to three channels, an alpha channel is dropped and 16-bit images are scaled to
-    8 bits. A missing or undecodable file raises :class:`~humanvision.errors.DataError` naming the file.
+    8 bits. An EXIF orientation tag is applied, as by an image viewer, OpenCV's ``imread`` and mmcv (a phone's
+    portrait stored as a landscape bitmap comes out upright), so this reader and the torch-free runtime's agree.
+    A missing or undecodable file raises :class:`~humanvision.errors.DataError` naming the file.
     """
     p = _check_file(path)
-    img = _decode(p, cv2.IMREAD_UNCHANGED)
+    img = _decode(p, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)  # unlike IMREAD_UNCHANGED, honours EXIF
     if img.dtype == np.uint16:
         img = (img >> 8).astype(np.uint8)
     elif img.dtype != np.uint8:
         raise DataError(f"unsupported image dtype {img.dtype}; expected 8- or 16-bit", file=str(p))
     if img.ndim == 2:
         return np.ascontiguousarray(np.repeat(img[:, :, None], 3, axis=2))
-    if img.shape[2] == 4:
-        return cv2.cvtColor(img, cv2.COLOR_BGRA2RGB)
-    if img.shape[2] == 3:
+    if img.shape[2] == 3:  # IMREAD_ANYCOLOR has dropped any alpha channel
         return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
     if img.shape[2] == 1:
         return np.ascontiguousarray(np.repeat(img, 3, axis=2))

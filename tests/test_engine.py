@@ -188,6 +188,11 @@ def test_loader_workers_do_not_inherit_a_held_lock(tmp_path, monkeypatch, worker
         holder.join()
     with pytest.raises(ConfigError, match="train.worker_start"):
         make_cfg(tmp_path, "bad", worker_start="thread")
+    unpicklable = ToyRegression()
+    unpicklable.transform = lambda x: x
+    with pytest.raises(ConfigError, match="forkserver workers need a dataset that pickles, and ToyRegression"):
+        Trainer(make_cfg(tmp_path, "pickle", num_workers=2), ToyModel(), unpicklable)
+    Trainer(make_cfg(tmp_path, "pickle", num_workers=2, worker_start="fork"), ToyModel(), unpicklable)
 
 
 def test_resume_at_epoch_boundary_and_max_steps(tmp_path):

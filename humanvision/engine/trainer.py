@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import pickle
 import random
 import time
 from collections.abc import Callable, Mapping
@@ -253,6 +254,13 @@ class Trainer:
         else:
             self.sampler = ResumableSampler(len(train_dataset), shuffle=cfg.shuffle, seed=cfg.seed, rank=dist.rank,
                                             world_size=dist.world_size)
+        if cfg.num_workers > 0 and cfg.worker_start != "fork":
+            try:  # what each worker receives; fails here with a clear message rather than inside multiprocessing
+                pickle.dumps(train_dataset)
+            except Exception as e:  # noqa: BLE001 (pickling raises many types)
+                raise ConfigError(f"train.worker_start: {cfg.worker_start} workers need a dataset that pickles, and "
+                                  f"{type(train_dataset).__name__} does not ({type(e).__name__}: {e}); set "
+                                  "train.worker_start: fork or train.num_workers: 0") from None
         self.loader = DataLoader(SeededDataset(train_dataset), batch_size=cfg.batch_size, sampler=self.sampler,
                                  drop_last=True, num_workers=cfg.num_workers, collate_fn=collate_fn,
                                  pin_memory=self.device.type == "cuda", persistent_workers=cfg.num_workers > 0,

@@ -186,6 +186,9 @@ def test_loader_workers_do_not_inherit_a_held_lock(tmp_path, monkeypatch, worker
     finally:
         release.set()
         holder.join()
+
+
+def test_worker_start_is_validated_and_needs_a_picklable_dataset(tmp_path):
     with pytest.raises(ConfigError, match="train.worker_start"):
         make_cfg(tmp_path, "bad", worker_start="thread")
     unpicklable = ToyRegression()

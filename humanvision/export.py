@@ -35,6 +35,7 @@ import logging
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,9 +46,10 @@ from torch import nn
 
 from humanvision.errors import ConfigError, DataError, HumanVisionError
 
-__all__ = ["ExportError", "ExportReport", "FlipTestGraph", "ParityError", "QuantizationError", "QuantizeReport",
-           "calibration_crops", "check_crops", "check_parity", "export_metadata", "export_onnx",
-           "quantization_parity", "quantize_onnx", "realish_crops", "write_metadata"]
+__all__ = ["EmbeddingGraph", "ExportError", "ExportReport", "FlipTestGraph", "ParityError", "QuantizationError",
+           "QuantizeReport", "ScoreGraph", "calibration_crops", "check_crops", "check_parity", "export_metadata",
+           "export_onnx", "export_person_onnx", "person_crops", "quantization_parity", "quantize_onnx",
+           "realish_crops", "write_metadata"]
 
 INPUT_NAME, OUTPUT_NAME = "input", "heatmaps"
 
@@ -107,10 +109,7 @@ def export_metadata(method, transform, *, flip_test: bool, flip_in_graph: bool, 
                     recipe: str | None = None, weights: str | Path | None = None) -> dict[str, Any]:
     """The deployment contract of ``method`` (a :class:`~humanvision.methods.topdown.TopDownPose`) cropped by
     ``transform`` (its inference :class:`~humanvision.data.transforms.TopDownTransform`); see the module doc."""
-    import onnx
-
-    import humanvision
-    from humanvision.runtime import FORMAT, METADATA_VERSION
+    from humanvision.runtime import FORMAT
 
     model, codec, sk = method.model, method.codec, method.skeleton
     if tuple(codec.input_size) != tuple(transform.input_size) or bool(codec.udp) != transform.udp:
@@ -118,12 +117,8 @@ def export_metadata(method, transform, *, flip_test: bool, flip_in_graph: bool, 
     w, h = transform.input_size
     hw, hh = codec.heatmap_size
     return {
-        "format": FORMAT, "metadata_version": METADATA_VERSION, "humanvision_version": humanvision.__version__,
-        "model": getattr(model, "model_name", type(model).__name__), "recipe": recipe,
-        "weights": Path(weights).name if weights is not None else None,
-        "input": {"name": INPUT_NAME, "shape": ["batch", 3, h, w], "size": [w, h], "layout": "NCHW",
-                  "dtype": "float32", "color": "RGB", "pixel_scale": 255.0, "mean": list(transform.mean),
-                  "std": list(transform.std)},
+        **_header(getattr(model, "model_name", type(model).__name__), recipe, weights, FORMAT),
+        "input": _input_contract((w, h), transform.mean, transform.std),
         "output": {"name": OUTPUT_NAME, "shape": ["batch", sk.num_joints, hh, hw], "kind": "heatmaps"},
         "crop": {"box_format": "xywh", "padding": transform.padding, "aspect_ratio": w / h,
                  "fix_aspect": transform.fix_aspect, "udp": transform.udp, "interpolation": "bilinear",
@@ -133,9 +128,29 @@ def export_metadata(method, transform, *, flip_test: bool, flip_in_graph: bool, 
                       "shift_heatmap": not codec.udp},
         "skeleton": {"name": sk.name, "joints": list(sk.joints), "flip_index": [int(i) for i in sk.flip_index],
                      "limbs": [list(map(int, limb)) for limb in sk.limbs]},
-        "export": {"opset": int(opset), "exporter": "torch.onnx (TorchScript)", "torch": torch.__version__,
-                   "onnx": onnx.__version__, "dynamic_axes": {INPUT_NAME: [0], OUTPUT_NAME: [0]}},
+        "export": _export_info(opset, OUTPUT_NAME),
     }
+
+
+def _header(model: str, recipe: str | None, weights: str | Path | None, fmt: str) -> dict[str, Any]:
+    import humanvision
+    from humanvision.runtime import METADATA_VERSION
+
+    return {"format": fmt, "metadata_version": METADATA_VERSION, "humanvision_version": humanvision.__version__,
+            "model": model, "recipe": recipe, "weights": Path(weights).name if weights is not None else None}
+
+
+def _input_contract(size: tuple[int, int], mean, std) -> dict[str, Any]:
+    w, h = size
+    return {"name": INPUT_NAME, "shape": ["batch", 3, h, w], "size": [w, h], "layout": "NCHW", "dtype": "float32",
+            "color": "RGB", "pixel_scale": 255.0, "mean": [float(v) for v in mean], "std": [float(v) for v in std]}
+
+
+def _export_info(opset: int, output_name: str) -> dict[str, Any]:
+    import onnx
+
+    return {"opset": int(opset), "exporter": "torch.onnx (TorchScript)", "torch": torch.__version__,
+            "onnx": onnx.__version__, "dynamic_axes": {INPUT_NAME: [0], output_name: [0]}}
 
 
 def write_metadata(path: str | Path, metadata: dict[str, Any]) -> None:
@@ -202,7 +217,8 @@ def realish_crops(transform, n: int = 2, seed: int = 0) -> torch.Tensor:
 
 # ----------------------------------------------------------------------------------------------------- parity
 def check_parity(module: nn.Module, path: str | Path, inputs: dict[str, torch.Tensor],
-                 tolerance: float = 1e-4, rel_tolerance: float = 1e-3) -> dict[str, Any]:
+                 tolerance: float = 1e-4, rel_tolerance: float = 1e-3, *, input_name: str = INPUT_NAME,
+                 output_name: str = OUTPUT_NAME) -> dict[str, Any]:
     """Run ``module`` (fp32, eval) and the ONNX file on each named input batch (onnxruntime, CPU); returns the
     largest absolute differences. Raises :class:`ParityError` when one exceeds ``tolerance``, or exceeds
     ``rel_tolerance`` times the largest PyTorch value (which catches a wrong graph of an untrained model, whose
@@ -214,7 +230,7 @@ def check_parity(module: nn.Module, path: str | Path, inputs: dict[str, torch.Te
     for name, x in inputs.items():
         with torch.no_grad():
             ref = module(x.float()).float().numpy()
-        out = session.run([OUTPUT_NAME], {INPUT_NAME: x.float().numpy()})[0]
+        out = session.run([output_name], {input_name: x.float().numpy()})[0]
         if out.shape != ref.shape:
             raise ParityError(f"{path}: onnxruntime output shape {out.shape} != PyTorch {ref.shape} ({name} "
                               f"inputs, batch {len(x)})")
@@ -227,10 +243,41 @@ def check_parity(module: nn.Module, path: str | Path, inputs: dict[str, torch.Te
     worst = max(diffs, key=diffs.get)
     relative = {k: diffs[k] / peaks[k] if peaks[k] > 0 else 0.0 for k in diffs}
     if not diffs[worst] <= tolerance or not max(relative.values()) <= rel_tolerance:
-        detail = ", ".join(f"{k} {v:.3g} (of max |heatmap| {peaks[k]:.3g})" for k, v in diffs.items())
-        raise ParityError(f"{path}: onnxruntime heatmaps differ from PyTorch by max |diff| {diffs[worst]:.3g} "
+        detail = ", ".join(f"{k} {v:.3g} (of max |{output_name}| {peaks[k]:.3g})" for k, v in diffs.items())
+        raise ParityError(f"{path}: onnxruntime {output_name} differ from PyTorch by max |diff| {diffs[worst]:.3g} "
                           f"(tolerance {tolerance:g}, or {rel_tolerance:g} of the largest value) in fp32 ({detail})")
     return report
+
+
+def _export_checked(graph: nn.Module, example: torch.Tensor, out: Path, meta: dict[str, Any],
+                    parity_inputs: Callable[[], dict[str, torch.Tensor]] | None, tolerance: float,
+                    output_name: str) -> dict[str, Any]:
+    """Trace ``graph`` on ``example`` into ``out`` (dynamic batch), check onnxruntime against it on
+    ``parity_inputs()`` (``None``: no check; a failure renames the file ``*.onnx.failed``) and write ``meta`` with
+    the parity report into the file. Returns the report."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")  # tracer warnings on the models' own shape checks
+            torch.onnx.export(graph, (example,), str(out), dynamo=False, opset_version=meta["export"]["opset"],
+                              input_names=[INPUT_NAME], output_names=[output_name],
+                              dynamic_axes={INPUT_NAME: {0: "batch"}, output_name: {0: "batch"}},
+                              do_constant_folding=True)
+        parity: dict[str, Any] = {}
+        if parity_inputs is not None:
+            try:
+                parity = check_parity(graph, out, parity_inputs(), tolerance, output_name=output_name)
+            except ParityError as e:
+                failed = out.with_name(out.name + ".failed")
+                out.replace(failed)
+                raise ParityError(f"{e}; the export was kept as {failed} for inspection, not as {out}") from None
+        meta["parity"] = parity or {"checked": False}
+        write_metadata(out, meta)
+    except (RuntimeError, ValueError, TypeError) as e:
+        if isinstance(e, HumanVisionError):
+            raise
+        raise ExportError(f"{out}: torch.onnx.export failed for {meta['model']}: {type(e).__name__}: {e}") from e
+    return parity
 
 
 # ----------------------------------------------------------------------------------------------------- export
@@ -270,30 +317,115 @@ def export_onnx(method, transform, out: str | Path, *, flip_test: bool = True, f
     w, h = transform.input_size
     gen = torch.Generator().manual_seed(0)
     example = torch.randn(trace_batch, 3, h, w, generator=gen)
-    out.parent.mkdir(parents=True, exist_ok=True)
+
+    def inputs() -> dict[str, torch.Tensor]:
+        return {"random": torch.randn(trace_batch + 1, 3, h, w, generator=gen),
+                "realish": realish_crops(transform, n=2)}
+
     try:
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")  # tracer warnings on the models' own shape checks
-            torch.onnx.export(graph, (example,), str(out), dynamo=False, opset_version=opset,
-                              input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                              dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
-                              do_constant_folding=True)
-        parity: dict[str, Any] = {}
-        if check:
-            inputs = {"random": torch.randn(trace_batch + 1, 3, h, w, generator=gen),
-                      "realish": realish_crops(transform, n=2)}
-            try:
-                parity = check_parity(graph, out, inputs, tolerance)
-            except ParityError as e:
-                failed = out.with_name(out.name + ".failed")
-                out.replace(failed)
-                raise ParityError(f"{e}; the export was kept as {failed} for inspection, not as {out}") from None
-        meta["parity"] = parity or {"checked": False}
-        write_metadata(out, meta)
-    except (RuntimeError, ValueError, TypeError) as e:
-        if isinstance(e, HumanVisionError):
-            raise
-        raise ExportError(f"{out}: torch.onnx.export failed for {meta['model']}: {type(e).__name__}: {e}") from e
+        parity = _export_checked(graph, example, out, meta, inputs if check else None, tolerance, OUTPUT_NAME)
+    finally:
+        model.to(dtype)
+        method.train(was_training)
+    return ExportReport(out, meta, parity, time.perf_counter() - t0)
+
+
+# ------------------------------------------------------------------------------------------ person-crop models
+class EmbeddingGraph(nn.Module):
+    """A re-id model's test feature, ``(B, E)`` (``ReIDMethod.embed``)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.embed(x)
+
+
+class ScoreGraph(nn.Module):
+    """An attribute model's sigmoid scores, ``(B, A)`` (``AttributeMethod.predict``)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.model(x))
+
+
+def person_crops(size: tuple[int, int], interpolation: str, n: int = 2, seed: int = 0) -> torch.Tensor:
+    """``(n, 3, h, w)`` normalised crops of drawn people at ``size = (h, w)``, cut out of their images and resized
+    like the runtime does (one box partly outside its image)."""
+    from humanvision.methods.reid import person_transform
+    from humanvision.runtime.person import INTERPOLATIONS, cut_box
+
+    rng = np.random.default_rng(seed)
+    h, w = size
+    crops = []
+    for i in range(n):
+        img, box = _draw_person(rng, (3 * w, 2 * h))
+        if i % 2:
+            box = [box[0] - 0.4 * box[2], box[1], box[2], box[3]]
+        crops.append(person_transform(cut_box(img, box), size, interpolation=INTERPOLATIONS[interpolation]))
+    return torch.stack(crops)
+
+
+def export_person_onnx(method, out: str | Path, *, task: str, size: tuple[int, int], interpolation: str,
+                       attributes: list[str] | None = None, threshold: float = 0.5, opset: int = 17,
+                       check: bool = True, tolerance: float = 1e-4, recipe: str | None = None,
+                       weights: str | Path | None = None, trace_batch: int = 2) -> ExportReport:
+    """Export a person-crop model to ``out`` with its contract (read by
+    :class:`~humanvision.runtime.ReIDEmbedder` / :class:`~humanvision.runtime.AttributeClassifier`).
+
+    Args:
+        method: a :class:`~humanvision.methods.reid.ReIDMethod` (``task="reid"``: the graph outputs the test
+            feature ``features (B, E)``) or :class:`~humanvision.methods.attributes.AttributeMethod`
+            (``task="attributes"``: sigmoid ``scores (B, A)``).
+        size: the input ``(h, w)`` (the recipe's ``model.img_size``).
+        interpolation: ``bicubic`` (re-id) or ``bilinear`` (attributes): the evaluation's resize.
+        attributes, threshold: the attribute names in output order and the decision threshold (attributes).
+        opset, check, tolerance, recipe, weights, trace_batch: as :func:`export_onnx`; the tolerance applies to the
+            features / scores.
+    """
+    from humanvision.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+    from humanvision.runtime.person import INTERPOLATIONS, PERSON_FORMAT, TASKS
+
+    if task not in TASKS:
+        raise ConfigError(f"task {task!r}: expected one of {sorted(TASKS)}")
+    if interpolation not in INTERPOLATIONS:
+        raise ConfigError(f"interpolation {interpolation!r}: expected one of {sorted(INTERPOLATIONS)}")
+    if opset < 13:
+        raise ConfigError(f"--opset {opset}: humanvision exports need opset 13 or newer")
+    out, t0 = Path(out), time.perf_counter()
+    model = method.model
+    h, w = (int(v) for v in size)
+    if task == "reid":
+        graph, name, width = EmbeddingGraph(model), "features", int(model.embed_dim_out)
+        output = {"name": name, "shape": ["batch", width], "kind": TASKS[task], "normalize": True,
+                  "distance": "euclidean"}
+    else:
+        graph, name, width = ScoreGraph(model), "scores", int(model.num_classes)
+        if attributes is None or len(attributes) != width:
+            raise ConfigError(f"export: {width} attribute scores but {len(attributes or [])} attribute names")
+        output = {"name": name, "shape": ["batch", width], "kind": TASKS[task], "attributes": list(attributes),
+                  "threshold": float(threshold)}
+    meta = {**_header(getattr(model, "model_name", type(model).__name__), recipe, weights, PERSON_FORMAT),
+            "task": task, "input": _input_contract((w, h), IMAGENET_MEAN, IMAGENET_STD), "output": output,
+            "crop": {"box_format": "xywh", "method": "cut_resize", "rounding": "outward, clipped to the image",
+                     "interpolation": interpolation, "whole_image_box": "[0, 0, width, height]"},
+            "export": _export_info(opset, name)}
+    was_training, dtype = method.training, next(model.parameters()).dtype
+    method.eval().float()
+    graph.eval()
+    gen = torch.Generator().manual_seed(0)
+
+    def inputs() -> dict[str, torch.Tensor]:
+        return {"random": torch.randn(trace_batch + 1, 3, h, w, generator=gen),
+                "realish": person_crops((h, w), interpolation)}
+
+    try:
+        parity = _export_checked(graph, torch.randn(trace_batch, 3, h, w, generator=gen), out, meta,
+                                 inputs if check else None, tolerance, name)
     finally:
         model.to(dtype)
         method.train(was_training)

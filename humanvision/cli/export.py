@@ -45,10 +45,14 @@ def export(config: Path = typer.Argument(..., help="YAML recipe the weights were
                                           help="HCMoCo recipes: also write rgb_encoder_densepose.pkl, the RGB "
                                                "encoder as detectron2's DensePose loads it (MODEL.WEIGHTS)."),
            ) -> None:
-    """Export a top-down heatmap model (ViTPose, HRNet, SimpleBaseline, lateral, PCT stage-0) to ONNX: dynamic
+    """Export a top-down heatmap model (ViTPose, HRNet, SimpleBaseline, lateral, PCT stage-0), a re-id or an
+    attribute model to ONNX: dynamic
     batch axis, the crop / normalisation / codec / skeleton contract in the ONNX metadata (read by
     humanvision.runtime.PoseEstimator, which needs no torch), and a parity check against PyTorch. ``--int8
     dynamic|static`` also writes ``<out stem>.int8.onnx`` (same contract; its differences from fp32 are printed).
+
+    A re-id or pedestrian-attribute recipe exports a person-crop model (the test feature, or the attribute scores
+    with the attribute names) for humanvision.runtime.ReIDEmbedder / AttributeClassifier, with the same parity check.
 
     A pre-training recipe exports its encoders instead, as plain state dicts the downstream recipes' ``init``
     takes: HAP / MAE -> a timm ViT (``--out encoder.pth`` or ``.safetensors``); HCMoCo -> ``rgb_encoder.pth`` and
@@ -60,7 +64,7 @@ def export(config: Path = typer.Argument(..., help="YAML recipe the weights were
     from humanvision.cli.pose import _load_recipe
     from humanvision.errors import ConfigError, HumanVisionError
     from humanvision.export import export_onnx, quantize_onnx
-    from humanvision.methods import hap, hcmoco, pct
+    from humanvision.methods import attributes, hap, hcmoco, pct, reid
     from humanvision.methods.topdown import TopDownRecipe, build_method, build_transform
 
     if hap.is_hap_recipe(config) or hcmoco.is_hcmoco_recipe(config):  # pre-training: the encoders, as state dicts
@@ -80,6 +84,9 @@ def export(config: Path = typer.Argument(..., help="YAML recipe the weights were
         if int8 == "static" and calibration is None:
             raise ConfigError("--int8 static needs --calibration DIR (a folder of images to measure the activation "
                               "ranges on); or use --int8 dynamic")
+        if attributes.is_attribute_recipe(config) or reid.is_reid_recipe(config):
+            _export_person(config, weights, out, set_, opset=opset, check=check, tolerance=tolerance, int8=int8)
+            return
         recipe = _load_recipe(config, set_, unchecked=("data.", "model.weights", "model.backbone_weights"))
         if pct.is_pct_recipe(recipe):
             raise ConfigError(f"{config}: {PCT_STAGE2_NOTE}")
@@ -114,13 +121,7 @@ def export(config: Path = typer.Argument(..., help="YAML recipe the weights were
         "opset": str(m["export"]["opset"]),
         "size": f"{report.path.stat().st_size / 2**20:.1f} MiB",
     }
-    if report.parity:
-        p = report.parity
-        rows["parity (fp32, onnxruntime CPU)"] = ", ".join(
-            f"{k} max |diff| {v:.2e} (batch {p['batch_sizes'][k]})" for k, v in p["max_abs_diff"].items()
-        ) + f" <= {p['tolerance']:g}"
-    else:
-        rows["parity"] = "not checked (--no-check)"
+    rows.update(_parity_row(report.parity))
     if quant is not None:
         q = quant.parity
         rows[f"int8 ({int8})"] = f"{quant.path} ({quant.path.stat().st_size / 2**20:.1f} MiB)"
@@ -132,3 +133,49 @@ def export(config: Path = typer.Argument(..., help="YAML recipe the weights were
     for k, v in rows.items():
         table.add_row(k, v)
     Console().print(table)
+
+
+def _export_person(config: Path, weights: Path, out: Path, overrides: list[str], *, opset: int, check: bool,
+                   tolerance: float, int8: str | None) -> None:
+    """A re-id / attribute recipe -> its person-crop ONNX file, and a table of the contract and the parity."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from humanvision.cli.pose import _load_recipe
+    from humanvision.errors import ConfigError
+    from humanvision.methods import attributes, reid
+
+    if int8 is not None:
+        raise ConfigError("--int8 applies to pose models only; re-id and attribute models export in fp32")
+    recipe = _load_recipe(config, overrides, unchecked=("model.init",))
+    task = reid if reid.is_reid_recipe(recipe) else attributes
+    report = task.export_onnx(recipe, weights, out, opset=opset, check=check, tolerance=tolerance)
+    m = report.metadata
+    o = m["output"]
+    table = Table(title=f"{recipe.name} -> {report.path}")
+    table.add_column("")
+    table.add_column("value")
+    rows = {
+        "model": f"{m['model']} ({m['task']})",
+        "input": f"{m['input']['size'][0]}x{m['input']['size'][1]} (w x h) RGB, mean {m['input']['mean']}, "
+                 f"std {m['input']['std']}; dynamic batch",
+        "crop": f"the whole box, {m['crop']['interpolation']} resize (no aspect fix, no padding)",
+        "output": (f"{o['name']} {o['shape'][1]}-d, compared {o['distance']} after L2 normalisation"
+                   if m["task"] == "reid" else
+                   f"{o['name']}: {o['shape'][1]} attributes, positive above {o['threshold']:g}"),
+        "opset": str(m["export"]["opset"]),
+        "size": f"{report.path.stat().st_size / 2**20:.1f} MiB",
+    }
+    rows.update(_parity_row(report.parity))
+    rows["time"] = f"{report.seconds:.1f} s"
+    for k, v in rows.items():
+        table.add_row(k, v)
+    Console().print(table)
+
+
+def _parity_row(parity: dict) -> dict[str, str]:
+    if not parity:
+        return {"parity": "not checked (--no-check)"}
+    return {"parity (fp32, onnxruntime CPU)": ", ".join(
+        f"{k} max |diff| {v:.2e} (batch {parity['batch_sizes'][k]})" for k, v in parity["max_abs_diff"].items()
+    ) + f" <= {parity['tolerance']:g}"}

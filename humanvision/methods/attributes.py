@@ -327,18 +327,37 @@ def evaluate_attribute_model(method: AttributeMethod, data, split: str, size: tu
     return metrics
 
 
-def evaluate_weights(recipe: AttributeRecipe, weights: str | Path, out_dir: str | Path | None = None,
-                     device: str | torch.device | None = None, progress: bool = False) -> dict[str, Any]:
-    """``humanvision eval`` of an attribute recipe: trained ``weights`` (run folder, checkpoint folder or
-    ``model.safetensors``) on ``data.eval_split``."""
-    data = read_data(recipe.data, quiet=not progress)
+def load_trained(recipe: AttributeRecipe, weights: str | Path, data) -> AttributeMethod:
+    """The recipe's model with trained ``weights``, checked against the attributes of ``data``."""
     state, file = read_weights(weights)
     n = len(data.attributes)
     if "model.head.weight" not in state or state["model.head.weight"].shape[0] != n:
         got = tuple(state["model.head.weight"].shape) if "model.head.weight" in state else "none"
         raise DataError(f"not an attribute checkpoint for the {n} attributes of {data.name} (classifier {got})",
                         file=file, field="model.head.weight")
-    method = build_method(recipe, n, weights=weights)
+    return build_method(recipe, n, weights=weights)
+
+
+def export_onnx(recipe: AttributeRecipe, weights: str | Path, out: str | Path, **kwargs: Any):
+    """``humanvision export`` of an attribute recipe: the trained model's sigmoid scores as ONNX, with the
+    attribute names (read from the recipe's data) and ``attributes.threshold`` in the metadata (bilinear
+    cut-and-resize crops, as the evaluation), read by :class:`humanvision.runtime.AttributeClassifier`.
+    ``kwargs``: those of :func:`humanvision.export.export_person_onnx`."""
+    from humanvision.export import export_person_onnx
+
+    data = read_data(recipe.data, quiet=True)
+    return export_person_onnx(load_trained(recipe, weights, data), out, task="attributes",
+                              size=tuple(recipe.model.img_size), interpolation="bilinear",
+                              attributes=list(data.attributes), threshold=recipe.attributes.threshold,
+                              recipe=recipe.name, weights=weights, **kwargs)
+
+
+def evaluate_weights(recipe: AttributeRecipe, weights: str | Path, out_dir: str | Path | None = None,
+                     device: str | torch.device | None = None, progress: bool = False) -> dict[str, Any]:
+    """``humanvision eval`` of an attribute recipe: trained ``weights`` (run folder, checkpoint folder or
+    ``model.safetensors``) on ``data.eval_split``."""
+    data = read_data(recipe.data, quiet=not progress)
+    method = load_trained(recipe, weights, data)
     device = device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu")
     metrics = evaluate_attribute_model(method, data, recipe.data.eval_split, tuple(recipe.model.img_size),
                                        recipe.eval, out_dir, threshold=recipe.attributes.threshold, device=device,

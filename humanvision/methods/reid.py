@@ -605,15 +605,31 @@ def draw_ranking(query: Sequence, gallery: Sequence, dist: np.ndarray, path: str
     return examples
 
 
+def load_trained(recipe: ReIDRecipe, weights: str | Path) -> ReIDMethod:
+    """The recipe's model with trained ``weights`` (run folder, checkpoint folder or ``model.safetensors``); the
+    number of identities is read from the checkpoint's classifier."""
+    state, file = read_weights(weights)
+    if "model.head.weight" not in state:
+        raise DataError("not a re-id checkpoint (no model.head.weight)", file=file, field="model.head.weight")
+    return build_method(recipe, num_classes=int(state["model.head.weight"].shape[0]), weights=weights)
+
+
+def export_onnx(recipe: ReIDRecipe, weights: str | Path, out: str | Path, **kwargs: Any):
+    """``humanvision export`` of a re-id recipe: the test feature of the trained model as ONNX (bicubic
+    cut-and-resize crops, as the evaluation), read by :class:`humanvision.runtime.ReIDEmbedder`. ``kwargs``: those
+    of :func:`humanvision.export.export_person_onnx`."""
+    from humanvision.export import export_person_onnx
+
+    return export_person_onnx(load_trained(recipe, weights), out, task="reid", size=tuple(recipe.model.img_size),
+                              interpolation="bicubic", recipe=recipe.name, weights=weights, **kwargs)
+
+
 def evaluate_weights(recipe: ReIDRecipe, weights: str | Path, out_dir: str | Path | None = None,
                      device: str | torch.device | None = None, progress: bool = False) -> dict[str, Any]:
     """``humanvision eval`` of a re-id recipe: trained ``weights`` (run folder, checkpoint folder or
     ``model.safetensors``) on the recipe's query / gallery sets. The number of identities is read from the
     checkpoint's classifier."""
-    state, file = read_weights(weights)
-    if "model.head.weight" not in state:
-        raise DataError("not a re-id checkpoint (no model.head.weight)", file=file, field="model.head.weight")
-    method = build_method(recipe, num_classes=int(state["model.head.weight"].shape[0]), weights=weights)
+    method = load_trained(recipe, weights)
     data = read_data(recipe.data, quiet=not progress)
     device = device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu")
     metrics = evaluate_reid_model(method, data, tuple(recipe.model.img_size), recipe.eval, out_dir, device=device,

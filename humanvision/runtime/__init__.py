@@ -3,7 +3,9 @@
 Nothing here imports torch or timm: numpy, ``opencv-python-headless`` and ``onnxruntime`` (the ``runtime`` extra)
 are all it needs. The package's core dependencies still name torch, so on a machine without it install
 ``pip install --no-deps humanvision`` plus those three. :class:`PoseEstimator` reads the preprocessing and decoding contract that
-``humanvision export`` writes into the ONNX metadata (see :mod:`humanvision.runtime.pose`).
+``humanvision export`` writes into the ONNX metadata (see :mod:`humanvision.runtime.pose`);
+:class:`ReIDEmbedder` and :class:`AttributeClassifier` do the same for exported re-id and pedestrian-attribute
+models (:mod:`humanvision.runtime.person`).
 Person detectors (:mod:`~humanvision.runtime.detectors`: ONNX YOLOX / RTMDet, box files, the whole image),
 tracking and One-Euro smoothing (:mod:`~humanvision.runtime.tracking`) and robust video reading with tracked
 inference (:mod:`~humanvision.runtime.video`) need nothing more.
@@ -18,6 +20,14 @@ from humanvision.runtime.detectors import (
     WholeImageDetector,
     load_detector,
 )
+from humanvision.runtime.person import (
+    PERSON_FORMAT,
+    AttributeClassifier,
+    PersonCropModel,
+    ReIDEmbedder,
+    check_person_metadata,
+    cut_box,
+)
 from humanvision.runtime.pose import (
     FORMAT,
     METADATA_KEY,
@@ -30,7 +40,8 @@ from humanvision.runtime.pose import (
 from humanvision.runtime.tracking import OneEuroFilter, PoseTracker, TrackSmoother
 from humanvision.runtime.video import VideoError, VideoFrames, VideoPoseTracks, track_video
 
-__all__ = ["FORMAT", "METADATA_KEY", "METADATA_VERSION", "BoxFileDetector", "Detector", "DetectorLayoutError",
-           "MetadataError", "OneEuroFilter", "OnnxDetector", "PoseEstimator", "PoseTracker", "TrackSmoother",
-           "VideoError", "VideoFrames", "VideoPoseTracks", "WholeImageDetector", "check_metadata", "decode_heatmaps",
-           "load_detector", "read_metadata", "track_video"]
+__all__ = ["FORMAT", "METADATA_KEY", "METADATA_VERSION", "PERSON_FORMAT", "AttributeClassifier", "BoxFileDetector",
+           "Detector", "DetectorLayoutError", "MetadataError", "OneEuroFilter", "OnnxDetector", "PersonCropModel",
+           "PoseEstimator", "PoseTracker", "ReIDEmbedder", "TrackSmoother", "VideoError", "VideoFrames",
+           "VideoPoseTracks", "WholeImageDetector", "check_metadata", "check_person_metadata", "cut_box",
+           "decode_heatmaps", "load_detector", "read_metadata", "track_video"]

@@ -44,7 +44,8 @@ class MetadataError(DataError):
 
 # ------------------------------------------------------------------------------------------------- metadata
 def read_metadata(path: str | Path) -> dict[str, Any]:
-    """The checked pre/post-processing contract of an exported model (``metadata_props['humanvision']``)."""
+    """The checked pre/post-processing contract of an exported model (``metadata_props['humanvision']``): a pose
+    model's, or a person-crop (re-id / attribute) model's, checked by its own rules."""
     import onnxruntime as ort
 
     path = Path(path)
@@ -54,10 +55,46 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
         meta = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).get_modelmeta()
     except Exception as e:  # noqa: BLE001  (onnxruntime's error types derive from Exception only)
         raise DataError(f"not a readable ONNX model: {e}", file=str(path)) from None
-    return _parse_metadata(meta.custom_metadata_map, path)
+    return _parse_metadata(meta.custom_metadata_map, path, _any_format)
 
 
-def _parse_metadata(props: dict[str, str], path: str | Path) -> dict[str, Any]:
+def _any_format(meta: Any, path: str | Path) -> dict[str, Any]:
+    from humanvision.runtime.person import PERSON_FORMAT, check_person_metadata
+
+    if isinstance(meta, dict) and meta.get("format") == PERSON_FORMAT:
+        return check_person_metadata(meta, path)
+    return check_metadata(meta, path)
+
+
+def open_session(path: Path, providers: Sequence[str] | None, session_options: Any,
+                 check: Callable[[Any, str | Path], dict[str, Any]]) -> tuple[Any, list[str], dict[str, Any]]:
+    """An onnxruntime session of ``path`` on ``providers`` (default CPU; a requested one that onnxruntime could not
+    load is a warning), the providers in use and the file's metadata validated by ``check``, whose input must be
+    an input of the graph."""
+    import onnxruntime as ort
+
+    if not path.is_file():
+        raise DataError("ONNX file not found", file=str(path))
+    wanted = list(providers) if providers else ["CPUExecutionProvider"]
+    try:
+        session = ort.InferenceSession(str(path), sess_options=session_options, providers=wanted)
+    except Exception as e:  # noqa: BLE001  (as in read_metadata)
+        raise DataError(f"onnxruntime cannot load the model: {e}", file=str(path)) from None
+    used = session.get_providers()
+    missing = [p for p in wanted if p not in used]
+    if missing:
+        warnings.warn(f"{path}: onnxruntime runs on {used}, not on {missing} (not available in this onnxruntime "
+                      "build or its libraries are missing)", stacklevel=3)
+    meta = _parse_metadata(session.get_modelmeta().custom_metadata_map, path, check)
+    names = [i.name for i in session.get_inputs()]
+    if meta["input"]["name"] not in names:
+        raise MetadataError(f"input {meta['input']['name']!r} is not an input of the graph ({names})",
+                            file=str(path), field="metadata.input.name")
+    return session, used, meta
+
+
+def _parse_metadata(props: dict[str, str], path: str | Path,
+                    check: Callable[[Any, str | Path], dict[str, Any]] | None = None) -> dict[str, Any]:
     text = props.get(METADATA_KEY)
     if text is None:
         raise MetadataError(f"no humanvision metadata (metadata_props key {METADATA_KEY!r}; keys present: "
@@ -67,7 +104,29 @@ def _parse_metadata(props: dict[str, str], path: str | Path) -> dict[str, Any]:
         meta = json.loads(text)
     except json.JSONDecodeError as e:
         raise MetadataError(f"invalid JSON: {e}", file=str(path), field="metadata") from None
-    return check_metadata(meta, path)
+    return (check or check_metadata)(meta, path)
+
+
+#: the runtime class of each exported format (named in the error when a file is opened with the wrong one)
+RUNTIME_CLASSES = {FORMAT: "PoseEstimator", "humanvision.person_crop": "ReIDEmbedder or AttributeClassifier"}
+
+
+def check_format(meta: Any, fmt: str, reader: str, path: str | Path) -> None:
+    """``meta`` is a dict of format ``fmt`` at :data:`METADATA_VERSION`, else a :class:`MetadataError` (naming the
+    runtime class that reads the file's format when it is another humanvision one)."""
+    if not isinstance(meta, dict):
+        raise MetadataError(f"expected a JSON object, got {type(meta).__name__}", file=str(path), field="metadata")
+    got = meta.get("format")
+    if got != fmt:
+        hint = (f"; open it with {RUNTIME_CLASSES[got]}, not {reader}" if got in RUNTIME_CLASSES else "")
+        raise MetadataError(f"unknown format {got!r} (expected {fmt!r}){hint}", file=str(path),
+                            field="metadata.format")
+    version = meta.get("metadata_version")
+    if version != METADATA_VERSION:
+        raise MetadataError(f"metadata version {version!r} is not supported by this humanvision (it reads version "
+                            f"{METADATA_VERSION}); export again with this version or install the one that wrote it "
+                            f"({meta.get('humanvision_version', '?')})", file=str(path),
+                            field="metadata.metadata_version")
 
 
 def check_metadata(meta: Any, path: str | Path = "<metadata>") -> dict[str, Any]:
@@ -77,13 +136,7 @@ def check_metadata(meta: Any, path: str | Path = "<metadata>") -> dict[str, Any]
 
     if not isinstance(meta, dict):
         raise err(f"expected a JSON object, got {type(meta).__name__}", "")
-    if meta.get("format") != FORMAT:
-        raise err(f"unknown format {meta.get('format')!r} (expected {FORMAT!r})", "format")
-    version = meta.get("metadata_version")
-    if version != METADATA_VERSION:
-        raise err(f"metadata version {version!r} is not supported by this humanvision (it reads version "
-                  f"{METADATA_VERSION}); export again with this version or install the one that wrote it "
-                  f"({meta.get('humanvision_version', '?')})", "metadata_version")
+    check_format(meta, FORMAT, "PoseEstimator", path)
     try:
         inp, crop, codec, sk = meta["input"], meta["crop"], meta["codec"], meta["skeleton"]
         size = [int(v) for v in inp["size"]]
@@ -172,28 +225,11 @@ class PoseEstimator:
 
     def __init__(self, model: str | Path, *, flip_test: bool | None = None, providers: Sequence[str] | None = None,
                  batch_size: int = 32, session_options: Any = None) -> None:
-        import onnxruntime as ort
-
         self.path = Path(model)
-        if not self.path.is_file():
-            raise DataError("ONNX file not found", file=str(self.path))
-        wanted = list(providers) if providers else ["CPUExecutionProvider"]
-        try:
-            self.session = ort.InferenceSession(str(self.path), sess_options=session_options, providers=wanted)
-        except Exception as e:  # noqa: BLE001  (as in read_metadata)
-            raise DataError(f"onnxruntime cannot load the model: {e}", file=str(self.path)) from None
-        self.providers = self.session.get_providers()
-        missing = [p for p in wanted if p not in self.providers]
-        if missing:
-            warnings.warn(f"{self.path}: onnxruntime runs on {self.providers}, not on {missing} (not available in "
-                          "this onnxruntime build or its libraries are missing)", stacklevel=2)
-        self.metadata = _parse_metadata(self.session.get_modelmeta().custom_metadata_map, self.path)
+        self.session, self.providers, self.metadata = open_session(self.path, providers, session_options,
+                                                                   check_metadata)
         m = self.metadata
         self.input_name, self.output_name = m["input"]["name"], m["output"]["name"]
-        names = [i.name for i in self.session.get_inputs()]
-        if self.input_name not in names:
-            raise MetadataError(f"input {self.input_name!r} is not an input of the graph ({names})",
-                                file=str(self.path), field="metadata.input.name")
         self.input_size = tuple(int(v) for v in m["input"]["size"])
         self.joint_names = list(m["skeleton"]["joints"])
         self.flip_index = list(m["skeleton"]["flip_index"])

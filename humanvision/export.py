@@ -1,4 +1,5 @@
-"""ONNX export of top-down heatmap pose models, with their deployment contract and a parity check.
+"""ONNX export of top-down heatmap pose models (and re-id / attribute models), with their deployment contract and a
+parity check.
 
 :func:`export_onnx` traces ``method.model`` (the TorchScript-based exporter; the batch axis is dynamic), writes
 the preprocessing and decoding contract into the file's ``metadata_props`` (key ``humanvision``, JSON, read back by
@@ -21,6 +22,14 @@ The contract (``metadata_version`` 1; :data:`humanvision.runtime.METADATA_VERSIO
 * ``skeleton``: ``name``, ``joints``, ``flip_index``, ``limbs``;
 * ``model``, ``recipe``, ``weights`` (file name), ``humanvision_version``, ``export`` (opset, torch, onnx) and
   ``parity`` (the measured differences).
+
+:func:`export_person_onnx` exports re-id and pedestrian-attribute models as *person-crop* models (format
+``humanvision.person_crop``, read by :class:`~humanvision.runtime.ReIDEmbedder` /
+:class:`~humanvision.runtime.AttributeClassifier`): ``task`` (``reid`` | ``attributes``), the same ``input`` block,
+``crop`` (``cut_resize``: the whole box, rounded outward to pixels and clipped to the image, resized to the input
+with the evaluation's ``interpolation``, bicubic for re-id, bilinear for attributes) and ``output`` (re-id:
+``features (B, E)``, ``normalize`` and ``distance``; attributes: sigmoid ``scores (B, A)``, the ``attributes`` names
+and the ``threshold``), with the same parity check on the features / scores.
 
 :func:`quantize_onnx` makes an int8 copy with ``onnxruntime.quantization`` (dynamic: int8 weights; static: QDQ
 int8 weights and activations, calibrated on crops made by the file's own preprocessing contract). The copy keeps

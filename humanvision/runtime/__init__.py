@@ -36,6 +36,7 @@ from humanvision.runtime.pose import (
     PoseEstimator,
     check_metadata,
     read_metadata,
+    read_rgb,
 )
 from humanvision.runtime.tracking import OneEuroFilter, PoseTracker, TrackSmoother
 from humanvision.runtime.video import VideoError, VideoFrames, VideoPoseTracks, track_video
@@ -44,4 +45,4 @@ __all__ = ["FORMAT", "METADATA_KEY", "METADATA_VERSION", "PERSON_FORMAT", "Attri
            "Detector", "DetectorLayoutError", "MetadataError", "OneEuroFilter", "OnnxDetector", "PersonCropModel",
            "PoseEstimator", "PoseTracker", "ReIDEmbedder", "TrackSmoother", "VideoError", "VideoFrames",
            "VideoPoseTracks", "WholeImageDetector", "check_metadata", "check_person_metadata", "cut_box",
-           "decode_heatmaps", "load_detector", "read_metadata", "track_video"]
+           "decode_heatmaps", "load_detector", "read_metadata", "read_rgb", "track_video"]

@@ -44,7 +44,7 @@ import logging
 import tempfile
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,10 +55,30 @@ from torch import nn
 
 from humanvision.errors import ConfigError, DataError, HumanVisionError
 
-__all__ = ["EmbeddingGraph", "ExportError", "ExportReport", "FlipTestGraph", "ParityError", "QuantizationError",
-           "QuantizeReport", "ScoreGraph", "calibration_crops", "check_crops", "check_parity", "export_metadata",
-           "export_onnx", "export_person_onnx", "person_crops", "quantization_parity", "quantize_onnx",
-           "realish_crops", "write_metadata"]
+__all__ = [
+    "EmbeddingGraph",
+    "ExportError",
+    "ExportReport",
+    "FlipTestGraph",
+    "ParityError",
+    "Pose3DGraph",
+    "QuantizationError",
+    "QuantizeReport",
+    "ScoreGraph",
+    "calibration_crops",
+    "check_crops",
+    "check_parity",
+    "export_metadata",
+    "export_monocular3d_onnx",
+    "export_onnx",
+    "export_person_onnx",
+    "person_crops",
+    "quantization_parity",
+    "quantize_onnx",
+    "realish_crops",
+    "square_crops",
+    "write_metadata",
+]
 
 INPUT_NAME, OUTPUT_NAME = "input", "heatmaps"
 
@@ -155,11 +175,11 @@ def _input_contract(size: tuple[int, int], mean, std) -> dict[str, Any]:
             "color": "RGB", "pixel_scale": 255.0, "mean": [float(v) for v in mean], "std": [float(v) for v in std]}
 
 
-def _export_info(opset: int, output_name: str) -> dict[str, Any]:
+def _export_info(opset: int, *output_names: str) -> dict[str, Any]:
     import onnx
 
     return {"opset": int(opset), "exporter": "torch.onnx (TorchScript)", "torch": torch.__version__,
-            "onnx": onnx.__version__, "dynamic_axes": {INPUT_NAME: [0], output_name: [0]}}
+            "onnx": onnx.__version__, "dynamic_axes": {INPUT_NAME: [0], **{n: [0] for n in output_names}}}
 
 
 def write_metadata(path: str | Path, metadata: dict[str, Any]) -> None:
@@ -227,50 +247,59 @@ def realish_crops(transform, n: int = 2, seed: int = 0) -> torch.Tensor:
 # ----------------------------------------------------------------------------------------------------- parity
 def check_parity(module: nn.Module, path: str | Path, inputs: dict[str, torch.Tensor],
                  tolerance: float = 1e-4, rel_tolerance: float = 1e-3, *, input_name: str = INPUT_NAME,
-                 output_name: str = OUTPUT_NAME) -> dict[str, Any]:
+                 output_name: str | Sequence[str] = OUTPUT_NAME) -> dict[str, Any]:
     """Run ``module`` (fp32, eval) and the ONNX file on each named input batch (onnxruntime, CPU); returns the
     largest absolute differences. Raises :class:`ParityError` when one exceeds ``tolerance``, or exceeds
     ``rel_tolerance`` times the largest PyTorch value (which catches a wrong graph of an untrained model, whose
-    heatmaps are ~1e-5 and would pass any absolute bound; a healthy export differs by ~1e-6 of it)."""
+    heatmaps are ~1e-5 and would pass any absolute bound; a healthy export differs by ~1e-6 of it).
+
+    A module with several outputs (a tuple, in the order of ``output_name``, a list) is compared output by output
+    (keys ``input/output``)."""
     import onnxruntime as ort
 
+    names = [output_name] if isinstance(output_name, str) else list(output_name)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     diffs, peaks, batches = {}, {}, {}
     for name, x in inputs.items():
         with torch.no_grad():
-            ref = module(x.float()).float().numpy()
-        out = session.run([output_name], {input_name: x.float().numpy()})[0]
-        if out.shape != ref.shape:
-            raise ParityError(f"{path}: onnxruntime output shape {out.shape} != PyTorch {ref.shape} ({name} "
-                              f"inputs, batch {len(x)})")
-        diffs[name] = float(np.abs(out.astype(np.float32) - ref).max())
-        peaks[name] = float(np.abs(ref).max())
-        batches[name] = len(x)
+            refs = module(x.float())
+        refs = [refs] if isinstance(refs, torch.Tensor) else list(refs)
+        outs = session.run(names, {input_name: x.float().numpy()})
+        for out_name, ref, out in zip(names, refs, outs, strict=True):
+            key = name if len(names) == 1 else f"{name}/{out_name}"
+            ref = ref.float().numpy()
+            if out.shape != ref.shape:
+                raise ParityError(f"{path}: onnxruntime {out_name} shape {out.shape} != PyTorch {ref.shape} ({name} "
+                                  f"inputs, batch {len(x)})")
+            diffs[key] = float(np.abs(out.astype(np.float32) - ref).max())
+            peaks[key] = float(np.abs(ref).max())
+            batches[key] = len(x)
     report = {"max_abs_diff": diffs, "reference_max_abs": peaks, "batch_sizes": batches, "tolerance": tolerance,
               "precision": "fp32", "onnxruntime": ort.__version__, "provider": "CPUExecutionProvider"}
     report["rel_tolerance"] = rel_tolerance
     worst = max(diffs, key=diffs.get)
     relative = {k: diffs[k] / peaks[k] if peaks[k] > 0 else 0.0 for k in diffs}
     if not diffs[worst] <= tolerance or not max(relative.values()) <= rel_tolerance:
-        detail = ", ".join(f"{k} {v:.3g} (of max |{output_name}| {peaks[k]:.3g})" for k, v in diffs.items())
-        raise ParityError(f"{path}: onnxruntime {output_name} differ from PyTorch by max |diff| {diffs[worst]:.3g} "
+        detail = ", ".join(f"{k} {v:.3g} (of max |value| {peaks[k]:.3g})" for k, v in diffs.items())
+        raise ParityError(f"{path}: onnxruntime {'/'.join(names)} differ from PyTorch by max |diff| {diffs[worst]:.3g} "
                           f"(tolerance {tolerance:g}, or {rel_tolerance:g} of the largest value) in fp32 ({detail})")
     return report
 
 
 def _export_checked(graph: nn.Module, example: torch.Tensor, out: Path, meta: dict[str, Any],
                     parity_inputs: Callable[[], dict[str, torch.Tensor]] | None, tolerance: float,
-                    output_name: str) -> dict[str, Any]:
+                    output_name: str | Sequence[str]) -> dict[str, Any]:
     """Trace ``graph`` on ``example`` into ``out`` (dynamic batch), check onnxruntime against it on
     ``parity_inputs()`` (``None``: no check; a failure renames the file ``*.onnx.failed``) and write ``meta`` with
     the parity report into the file. Returns the report."""
+    names = [output_name] if isinstance(output_name, str) else list(output_name)
     out.parent.mkdir(parents=True, exist_ok=True)
     try:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")  # tracer warnings on the models' own shape checks
             torch.onnx.export(graph, (example,), str(out), dynamo=False, opset_version=meta["export"]["opset"],
-                              input_names=[INPUT_NAME], output_names=[output_name],
-                              dynamic_axes={INPUT_NAME: {0: "batch"}, output_name: {0: "batch"}},
+                              input_names=[INPUT_NAME], output_names=names,
+                              dynamic_axes={INPUT_NAME: {0: "batch"}, **{n: {0: "batch"} for n in names}},
                               do_constant_folding=True)
         parity: dict[str, Any] = {}
         if parity_inputs is not None:
@@ -435,6 +464,102 @@ def export_person_onnx(method, out: str | Path, *, task: str, size: tuple[int, i
     try:
         parity = _export_checked(graph, torch.randn(trace_batch, 3, h, w, generator=gen), out, meta,
                                  inputs if check else None, tolerance, name)
+    finally:
+        model.to(dtype)
+        method.train(was_training)
+    return ExportReport(out, meta, parity, time.perf_counter() - t0)
+
+
+# ---------------------------------------------------------------------------------------------- monocular 3D
+class Pose3DGraph(nn.Module):
+    """A monocular 3D network's last heatmaps ``(B, K, h, w)`` and its depths (a map ``(B, K, h, w)`` or one per
+    joint ``(B, K)``), what :meth:`~humanvision.methods.monocular3d.Monocular3DPose.predict` reads."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.model.forward_pose3d(x)
+        return out["hm"][-1], out["depth"]
+
+
+def square_crops(size: int, n: int = 2, seed: int = 0, padding: float = 1.25) -> torch.Tensor:
+    """``(n, 3, size, size)`` normalised square crops of drawn people (side ``padding`` x the longer box side, as
+    :func:`~humanvision.methods.monocular3d.predict_image`; one box partly outside its image)."""
+    from humanvision.data.transforms import normalize_image
+    from humanvision.geometry.affine import get_affine_matrix, warp_crop
+
+    rng = np.random.default_rng(seed)
+    crops = []
+    for i in range(n):
+        img, box = _draw_person(rng, (2 * size, 2 * size))
+        b = np.asarray(box) - ([0.6 * box[2], 0, 0, 0] if i % 2 else 0)
+        side = padding * b[2:].max()
+        m = get_affine_matrix(b[:2] + b[2:] / 2, [side, side], 0.0, (size, size))
+        crops.append(normalize_image(warp_crop(img, m, (size, size))))
+    return torch.stack(crops)
+
+
+def export_monocular3d_onnx(method, out: str | Path, *, box_padding: float = 1.25, flip_test: bool = True,
+                            total_length: float = 4000.0, opset: int = 17, check: bool = True,
+                            tolerance: float = 1e-4, recipe: str | None = None, weights: str | Path | None = None,
+                            trace_batch: int = 2) -> ExportReport:
+    """Export a :class:`~humanvision.methods.monocular3d.Monocular3DPose` (heatmaps + depths) to ``out`` with the
+    contract of :func:`~humanvision.methods.monocular3d.predict_image` (format ``humanvision.monocular3d``, read
+    by :class:`~humanvision.runtime.MonocularPose3D`): the square crop (``box_padding``; the whole image without
+    boxes), the flip test (``flip_test``: the runtime's default), the decoding (integer argmax, depth read there,
+    pelvis-relative, ``depth_unit``) and the MPII-16 -> Human3.6M-17 conversion scaled to ``total_length`` mm of
+    bones. Other arguments as :func:`export_onnx` (the tolerance applies to heatmaps and depths)."""
+    from humanvision.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+    from humanvision.methods.monocular3d import MPII16_TO_H36M17, ROOT
+    from humanvision.metrics.pose3d import HG_H36M17_EDGES
+    from humanvision.runtime.pose3d import POSE3D_FORMAT
+    from humanvision.skeletons import get_skeleton
+
+    if opset < 13:
+        raise ConfigError(f"--opset {opset}: humanvision exports need opset 13 or newer")
+    out, t0 = Path(out), time.perf_counter()
+    model, sk = method.model, method.skeleton
+    size = int(model.input_size[0])
+    if tuple(model.input_size) != (size, size):
+        raise ExportError(f"{model.model_name}: monocular 3D crops are square, got input size {model.input_size}")
+    graph = Pose3DGraph(model).eval()
+    was_training, dtype = method.training, next(model.parameters()).dtype
+    method.eval().float()
+    gen = torch.Generator().manual_seed(0)
+    example = torch.randn(trace_batch, 3, size, size, generator=gen)
+    with torch.no_grad():
+        hm, depth = graph(example)
+    names = ("heatmaps", "depth")
+    target = get_skeleton("h36m17_vp")
+    meta = {**_header(getattr(model, "model_name", type(model).__name__), recipe, weights, POSE3D_FORMAT),
+            "input": _input_contract((size, size), IMAGENET_MEAN, IMAGENET_STD),
+            "output": {"name": "heatmaps", "shape": ["batch", *hm.shape[1:]], "depth_name": "depth",
+                       "depth_shape": ["batch", *depth.shape[1:]],
+                       "depth_kind": "map" if depth.ndim == 4 else "per_joint"},
+            "crop": {"box_format": "xywh", "shape": "square", "padding": float(box_padding),
+                     "side": "padding x the longer box side, centred on the box",
+                     "whole_image": "centred on the image, side max(width, height), no padding", "udp": False,
+                     "interpolation": "bilinear", "border": "constant_0", "rotation": 0.0},
+            "decode": {"argmax": "integer", "depth_unit": float(method.depth_unit), "root": int(ROOT),
+                       "pose_crop": "(x / heatmap width, y / heatmap width, depth_unit x depth) - root"},
+            "flip_test": {"default": bool(flip_test), "shift_heatmap": False,
+                          "depth": "flipped back like the heatmaps (a map) or joint-swapped (per joint)"},
+            "skeleton": {"name": sk.name, "joints": list(sk.joints), "flip_index": [int(i) for i in sk.flip_index],
+                         "limbs": [list(map(int, limb)) for limb in sk.limbs]},
+            "joints_3d": {"skeleton": target.name, "joints": list(target.joints),
+                          "from_joints": [int(i) for i in MPII16_TO_H36M17],
+                          "midpoints": [[7, 0, 8], [9, 8, 10]], "bones": [list(b) for b in HG_H36M17_EDGES],
+                          "total_length": float(total_length), "unit": "mm", "root": 0},
+            "export": _export_info(opset, *names)}
+
+    def inputs() -> dict[str, torch.Tensor]:
+        return {"random": torch.randn(trace_batch + 1, 3, size, size, generator=gen),
+                "realish": square_crops(size, padding=box_padding)}
+
+    try:
+        parity = _export_checked(graph, example, out, meta, inputs if check else None, tolerance, names)
     finally:
         model.to(dtype)
         method.train(was_training)

@@ -64,7 +64,7 @@ def export(config: Path = typer.Argument(..., help="YAML recipe the weights were
     from humanvision.cli.pose import _load_recipe
     from humanvision.errors import ConfigError, HumanVisionError
     from humanvision.export import export_onnx, quantize_onnx
-    from humanvision.methods import attributes, hap, hcmoco, pct, reid
+    from humanvision.methods import attributes, hap, hcmoco, monocular3d, pct, reid
     from humanvision.methods.topdown import TopDownRecipe, build_method, build_transform
 
     if hap.is_hap_recipe(config) or hcmoco.is_hcmoco_recipe(config):  # pre-training: the encoders, as state dicts
@@ -87,7 +87,12 @@ def export(config: Path = typer.Argument(..., help="YAML recipe the weights were
         if attributes.is_attribute_recipe(config) or reid.is_reid_recipe(config):
             _export_person(config, weights, out, set_, opset=opset, check=check, tolerance=tolerance, int8=int8)
             return
-        recipe = _load_recipe(config, set_, unchecked=("data.", "model.weights", "model.backbone_weights"))
+        recipe = _load_recipe(config, set_, unchecked=("data.", "model.weights", "model.backbone_weights",
+                                                       "init_weights"))
+        if monocular3d.is_monocular3d_recipe(recipe):
+            _export_monocular3d(recipe, weights, out, opset=opset, check=check, tolerance=tolerance, int8=int8,
+                                flip=flip)
+            return
         if pct.is_pct_recipe(recipe):
             raise ConfigError(f"{config}: {PCT_STAGE2_NOTE}")
         if not isinstance(recipe, TopDownRecipe):
@@ -138,9 +143,6 @@ def export(config: Path = typer.Argument(..., help="YAML recipe the weights were
 def _export_person(config: Path, weights: Path, out: Path, overrides: list[str], *, opset: int, check: bool,
                    tolerance: float, int8: str | None) -> None:
     """A re-id / attribute recipe -> its person-crop ONNX file, and a table of the contract and the parity."""
-    from rich.console import Console
-    from rich.table import Table
-
     from humanvision.cli.pose import _load_recipe
     from humanvision.errors import ConfigError
     from humanvision.methods import attributes, reid
@@ -152,9 +154,6 @@ def _export_person(config: Path, weights: Path, out: Path, overrides: list[str],
     report = task.export_onnx(recipe, weights, out, opset=opset, check=check, tolerance=tolerance)
     m = report.metadata
     o = m["output"]
-    table = Table(title=f"{recipe.name} -> {report.path}")
-    table.add_column("")
-    table.add_column("value")
     rows = {
         "model": f"{m['model']} ({m['task']})",
         "input": f"{m['input']['size'][0]}x{m['input']['size'][1]} (w x h) RGB, mean {m['input']['mean']}, "
@@ -163,11 +162,45 @@ def _export_person(config: Path, weights: Path, out: Path, overrides: list[str],
         "output": (f"{o['name']} {o['shape'][1]}-d, compared {o['distance']} after L2 normalisation"
                    if m["task"] == "reid" else
                    f"{o['name']}: {o['shape'][1]} attributes, positive above {o['threshold']:g}"),
-        "opset": str(m["export"]["opset"]),
-        "size": f"{report.path.stat().st_size / 2**20:.1f} MiB",
     }
-    rows.update(_parity_row(report.parity))
-    rows["time"] = f"{report.seconds:.1f} s"
+    _print_report(f"{recipe.name} -> {report.path}", rows, report)
+
+
+def _export_monocular3d(recipe, weights: Path, out: Path, *, opset: int, check: bool, tolerance: float,
+                        int8: str | None, flip: bool | None) -> None:
+    """A monocular 3D recipe -> its ONNX file (heatmaps + depths), and a table of the contract and the parity."""
+    from humanvision.errors import ConfigError
+    from humanvision.methods import monocular3d
+
+    if int8 is not None:
+        raise ConfigError("--int8 applies to 2D pose models only; monocular 3D models export in fp32")
+    report = monocular3d.export_onnx(recipe, weights, out, flip_test=flip, opset=opset, check=check,
+                                     tolerance=tolerance)
+    m = report.metadata
+    o, j = m["output"], m["joints_3d"]
+    rows = {
+        "model": f"{m['model']} ({m['skeleton']['name']}, {len(m['skeleton']['joints'])} joints -> "
+                 f"{j['skeleton']}, {j['total_length']:g} mm of bones)",
+        "input": f"{m['input']['size'][0]}x{m['input']['size'][1]} RGB, mean {m['input']['mean']}, "
+                 f"std {m['input']['std']}; dynamic batch",
+        "crop": f"square, {m['crop']['padding']:g} x the longer box side (no boxes: the whole image)",
+        "outputs": f"heatmaps {o['shape'][2]}x{o['shape'][3]}, depth {o['depth_kind']} (unit "
+                   f"{m['decode']['depth_unit']:g} crop widths)",
+        "flip test": f"by the runtime, default {'on' if m['flip_test']['default'] else 'off'}",
+    }
+    _print_report(f"{recipe.name} -> {report.path}", rows, report)
+
+
+def _print_report(title: str, rows: dict[str, str], report) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    rows = {**rows, "opset": str(report.metadata["export"]["opset"]),
+            "size": f"{report.path.stat().st_size / 2**20:.1f} MiB", **_parity_row(report.parity),
+            "time": f"{report.seconds:.1f} s"}
+    table = Table(title=title)
+    table.add_column("")
+    table.add_column("value")
     for k, v in rows.items():
         table.add_row(k, v)
     Console().print(table)

@@ -914,6 +914,21 @@ def predict_image(method: Monocular3DPose, image: np.ndarray, boxes: Any = None,
             "pose_crop": out["pose_crop"].cpu().numpy(), "joints_3d": metric_skeleton(out["pose_crop"], total_length)}
 
 
+def export_onnx(recipe: Monocular3DRecipe, weights: str | Path, out: str | Path, *, flip_test: bool | None = None,
+                **kwargs: Any):
+    """``humanvision export`` of a monocular 3D recipe: the trained network's heatmaps and depths as ONNX with the
+    contract of :func:`predict_image` (``data.box_padding``, ``eval.flip_test`` unless ``flip_test``,
+    ``eval.total_bone_length``), read by :class:`humanvision.runtime.MonocularPose3D`. ``kwargs``: those of
+    :func:`humanvision.export.export_monocular3d_onnx`."""
+    from humanvision.export import export_monocular3d_onnx
+
+    method = build_method(recipe, weights, trained=True)
+    return export_monocular3d_onnx(method, out, box_padding=recipe.data.box_padding,
+                                   flip_test=recipe.eval.flip_test if flip_test is None else flip_test,
+                                   total_length=recipe.eval.total_bone_length, recipe=recipe.name, weights=weights,
+                                   **kwargs)
+
+
 # ------------------------------------------------------------------------------------------------ training
 def _require(data: DataConfig, *keys: str) -> None:
     for k in keys:

@@ -5,7 +5,8 @@ are all it needs. The package's core dependencies still name torch, so on a mach
 ``pip install --no-deps humanvision`` plus those three. :class:`PoseEstimator` reads the preprocessing and decoding contract that
 ``humanvision export`` writes into the ONNX metadata (see :mod:`humanvision.runtime.pose`);
 :class:`ReIDEmbedder` and :class:`AttributeClassifier` do the same for exported re-id and pedestrian-attribute
-models (:mod:`humanvision.runtime.person`).
+models (:mod:`humanvision.runtime.person`), :class:`MonocularPose3D` for monocular 3D pose networks
+(:mod:`humanvision.runtime.pose3d`).
 Person detectors (:mod:`~humanvision.runtime.detectors`: ONNX YOLOX / RTMDet, box files, the whole image),
 tracking and One-Euro smoothing (:mod:`~humanvision.runtime.tracking`) and robust video reading with tracked
 inference (:mod:`~humanvision.runtime.video`) need nothing more.
@@ -38,11 +39,40 @@ from humanvision.runtime.pose import (
     read_metadata,
     read_rgb,
 )
+from humanvision.runtime.pose3d import POSE3D_FORMAT, MonocularPose3D, check_pose3d_metadata
 from humanvision.runtime.tracking import OneEuroFilter, PoseTracker, TrackSmoother
 from humanvision.runtime.video import VideoError, VideoFrames, VideoPoseTracks, track_video
 
-__all__ = ["FORMAT", "METADATA_KEY", "METADATA_VERSION", "PERSON_FORMAT", "AttributeClassifier", "BoxFileDetector",
-           "Detector", "DetectorLayoutError", "MetadataError", "OneEuroFilter", "OnnxDetector", "PersonCropModel",
-           "PoseEstimator", "PoseTracker", "ReIDEmbedder", "TrackSmoother", "VideoError", "VideoFrames",
-           "VideoPoseTracks", "WholeImageDetector", "check_metadata", "check_person_metadata", "cut_box",
-           "decode_heatmaps", "load_detector", "read_metadata", "read_rgb", "track_video"]
+__all__ = [
+    "FORMAT",
+    "METADATA_KEY",
+    "METADATA_VERSION",
+    "PERSON_FORMAT",
+    "POSE3D_FORMAT",
+    "AttributeClassifier",
+    "BoxFileDetector",
+    "Detector",
+    "DetectorLayoutError",
+    "MetadataError",
+    "MonocularPose3D",
+    "OneEuroFilter",
+    "OnnxDetector",
+    "PersonCropModel",
+    "PoseEstimator",
+    "PoseTracker",
+    "ReIDEmbedder",
+    "TrackSmoother",
+    "VideoError",
+    "VideoFrames",
+    "VideoPoseTracks",
+    "WholeImageDetector",
+    "check_metadata",
+    "check_person_metadata",
+    "check_pose3d_metadata",
+    "cut_box",
+    "decode_heatmaps",
+    "load_detector",
+    "read_metadata",
+    "read_rgb",
+    "track_video",
+]

@@ -60,9 +60,12 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
 
 def _any_format(meta: Any, path: str | Path) -> dict[str, Any]:
     from humanvision.runtime.person import PERSON_FORMAT, check_person_metadata
+    from humanvision.runtime.pose3d import POSE3D_FORMAT, check_pose3d_metadata
 
     if isinstance(meta, dict) and meta.get("format") == PERSON_FORMAT:
         return check_person_metadata(meta, path)
+    if isinstance(meta, dict) and meta.get("format") == POSE3D_FORMAT:
+        return check_pose3d_metadata(meta, path)
     return check_metadata(meta, path)
 
 
@@ -108,7 +111,8 @@ def _parse_metadata(props: dict[str, str], path: str | Path,
 
 
 #: the runtime class of each exported format (named in the error when a file is opened with the wrong one)
-RUNTIME_CLASSES = {FORMAT: "PoseEstimator", "humanvision.person_crop": "ReIDEmbedder or AttributeClassifier"}
+RUNTIME_CLASSES = {FORMAT: "PoseEstimator", "humanvision.person_crop": "ReIDEmbedder or AttributeClassifier",
+                   "humanvision.monocular3d": "MonocularPose3D"}
 
 
 def check_format(meta: Any, fmt: str, reader: str, path: str | Path) -> None:

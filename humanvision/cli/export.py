@@ -64,7 +64,7 @@ def export(config: Path = typer.Argument(..., help="YAML recipe the weights were
     from humanvision.cli.pose import _load_recipe
     from humanvision.errors import ConfigError, HumanVisionError
     from humanvision.export import export_onnx, quantize_onnx
-    from humanvision.methods import attributes, hap, hcmoco, monocular3d, pct, reid
+    from humanvision.methods import attributes, hap, hcmoco, monocular3d, parsing, pct, reid
     from humanvision.methods.topdown import TopDownRecipe, build_method, build_transform
 
     if hap.is_hap_recipe(config) or hcmoco.is_hcmoco_recipe(config):  # pre-training: the encoders, as state dicts
@@ -88,7 +88,11 @@ def export(config: Path = typer.Argument(..., help="YAML recipe the weights were
             _export_person(config, weights, out, set_, opset=opset, check=check, tolerance=tolerance, int8=int8)
             return
         recipe = _load_recipe(config, set_, unchecked=("data.", "model.weights", "model.backbone_weights",
-                                                       "init_weights"))
+                                                       "init_weights", "model.init"))
+        if parsing.is_parsing_recipe(recipe):
+            _export_parsing(recipe, weights, out, opset=opset, check=check, tolerance=tolerance, int8=int8,
+                            flip=flip)
+            return
         if monocular3d.is_monocular3d_recipe(recipe):
             _export_monocular3d(recipe, weights, out, opset=opset, check=check, tolerance=tolerance, int8=int8,
                                 flip=flip)
@@ -186,6 +190,28 @@ def _export_monocular3d(recipe, weights: Path, out: Path, *, opset: int, check: 
         "crop": f"square, {m['crop']['padding']:g} x the longer box side (no boxes: the whole image)",
         "outputs": f"heatmaps {o['shape'][2]}x{o['shape'][3]}, depth {o['depth_kind']} (unit "
                    f"{m['decode']['depth_unit']:g} crop widths)",
+        "flip test": f"by the runtime, default {'on' if m['flip_test']['default'] else 'off'}",
+    }
+    _print_report(f"{recipe.name} -> {report.path}", rows, report)
+
+
+def _export_parsing(recipe, weights: Path, out: Path, *, opset: int, check: bool, tolerance: float,
+                    int8: str | None, flip: bool | None) -> None:
+    """An rgb / depth parsing recipe -> its ONNX file (logits), and a table of the contract and the parity."""
+    from humanvision.errors import ConfigError
+    from humanvision.methods import parsing
+
+    if int8 is not None:
+        raise ConfigError("--int8 applies to 2D pose models only; parsing models export in fp32")
+    report = parsing.export_onnx(recipe, weights, out, flip_test=flip, opset=opset, check=check,
+                                 tolerance=tolerance)
+    m = report.metadata
+    o = m["output"]
+    rows = {
+        "model": f"{m['model']} ({m['modality']}, {o['shape'][1]} classes)",
+        "input": f"the whole frame, {m['resize']['interpolation']} to {m['input']['size'][0]}x"
+                 f"{m['input']['size'][1]} (w x h); dynamic batch",
+        "output": f"logits {o['shape'][2]}x{o['shape'][3]}, upsampled to the frame, argmax",
         "flip test": f"by the runtime, default {'on' if m['flip_test']['default'] else 'off'}",
     }
     _print_report(f"{recipe.name} -> {report.path}", rows, report)

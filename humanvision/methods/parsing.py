@@ -802,6 +802,21 @@ def _eval_modes(recipe: ParsingRecipe) -> tuple[str, ...]:
     return (first,) + tuple(m for m in PARSING_MODES if m != first)
 
 
+def export_onnx(recipe: ParsingRecipe, weights: str | Path, out: str | Path, *, flip_test: bool | None = None,
+                **kwargs: Any):
+    """``humanvision export`` of an rgb or depth parsing recipe: the trained network's logits as ONNX with the
+    evaluation's contract (``eval.input_size``, ``eval.flip_test`` unless ``flip_test``), read by
+    :class:`humanvision.runtime.HumanParser`. ``kwargs``: those of :func:`humanvision.export.export_parsing_onnx`."""
+    from humanvision.export import export_parsing_onnx
+
+    if recipe.parsing.modality == "rgbd":
+        raise ConfigError("parsing.modality: rgbd models (two inputs) are not exported yet; export an rgb or a depth "
+                          "recipe")
+    return export_parsing_onnx(build_method(recipe, weights), out, input_size=tuple(recipe.eval.input_size),
+                               flip_test=recipe.eval.flip_test if flip_test is None else flip_test,
+                               recipe=recipe.name, weights=weights, **kwargs)
+
+
 def evaluate_weights(recipe: ParsingRecipe, weights: str | Path, out_dir: str | Path | None = None,
                      device: str | torch.device | None = None, progress: bool = False) -> dict[str, Any]:
     """``humanvision eval`` of a parsing recipe: trained ``weights`` (run folder, checkpoint folder or

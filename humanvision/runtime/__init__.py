@@ -6,7 +6,7 @@ are all it needs. The package's core dependencies still name torch, so on a mach
 ``humanvision export`` writes into the ONNX metadata (see :mod:`humanvision.runtime.pose`);
 :class:`ReIDEmbedder` and :class:`AttributeClassifier` do the same for exported re-id and pedestrian-attribute
 models (:mod:`humanvision.runtime.person`), :class:`MonocularPose3D` for monocular 3D pose networks
-(:mod:`humanvision.runtime.pose3d`).
+(:mod:`humanvision.runtime.pose3d`) and :class:`HumanParser` for human parsing (:mod:`humanvision.runtime.parsing`).
 Person detectors (:mod:`~humanvision.runtime.detectors`: ONNX YOLOX / RTMDet, box files, the whole image),
 tracking and One-Euro smoothing (:mod:`~humanvision.runtime.tracking`) and robust video reading with tracked
 inference (:mod:`~humanvision.runtime.video`) need nothing more.
@@ -21,6 +21,7 @@ from humanvision.runtime.detectors import (
     WholeImageDetector,
     load_detector,
 )
+from humanvision.runtime.parsing import PARSING_FORMAT, HumanParser, check_parsing_metadata
 from humanvision.runtime.person import (
     PERSON_FORMAT,
     AttributeClassifier,
@@ -47,12 +48,14 @@ __all__ = [
     "FORMAT",
     "METADATA_KEY",
     "METADATA_VERSION",
+    "PARSING_FORMAT",
     "PERSON_FORMAT",
     "POSE3D_FORMAT",
     "AttributeClassifier",
     "BoxFileDetector",
     "Detector",
     "DetectorLayoutError",
+    "HumanParser",
     "MetadataError",
     "MonocularPose3D",
     "OneEuroFilter",
@@ -67,6 +70,7 @@ __all__ = [
     "VideoPoseTracks",
     "WholeImageDetector",
     "check_metadata",
+    "check_parsing_metadata",
     "check_person_metadata",
     "check_pose3d_metadata",
     "cut_box",

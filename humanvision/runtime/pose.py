@@ -66,6 +66,10 @@ def _any_format(meta: Any, path: str | Path) -> dict[str, Any]:
         return check_person_metadata(meta, path)
     if isinstance(meta, dict) and meta.get("format") == POSE3D_FORMAT:
         return check_pose3d_metadata(meta, path)
+    from humanvision.runtime.parsing import PARSING_FORMAT, check_parsing_metadata
+
+    if isinstance(meta, dict) and meta.get("format") == PARSING_FORMAT:
+        return check_parsing_metadata(meta, path)
     return check_metadata(meta, path)
 
 
@@ -112,7 +116,7 @@ def _parse_metadata(props: dict[str, str], path: str | Path,
 
 #: the runtime class of each exported format (named in the error when a file is opened with the wrong one)
 RUNTIME_CLASSES = {FORMAT: "PoseEstimator", "humanvision.person_crop": "ReIDEmbedder or AttributeClassifier",
-                   "humanvision.monocular3d": "MonocularPose3D"}
+                   "humanvision.monocular3d": "MonocularPose3D", "humanvision.parsing": "HumanParser"}
 
 
 def check_format(meta: Any, fmt: str, reader: str, path: str | Path) -> None:

@@ -119,6 +119,22 @@ def test_numpy_decoding_equals_torch_codec(codec):
 
 
 # ------------------------------------------------------------------------------------------- export + runtime
+@pytest.mark.slow
+@pytest.mark.parametrize("name,udp,dark", [("hrnet_w32", False, True), ("vitpose_base", True, True),
+                                           ("simplebaseline_swin_tiny", False, False)])
+def test_full_size_models_export_and_match(tmp_path, name, udp, dark):
+    """The published architectures at their real size (random weights, last layer rescaled): HRNet-W32 with DARK,
+    ViTPose-B with DARK-UDP, PCT's stage-0 Swin-T; parity in the export and keypoints through the runtime."""
+    method, transform = make_method(name, udp, dark)
+    report = export_onnx(method, transform, tmp_path / f"{name}.onnx", recipe="test")
+    assert max(report.parity["max_abs_diff"].values()) <= 1e-4
+    image, boxes = scene()
+    kp, sc = PoseEstimator(report.path, flip_test=True)(image, boxes)
+    ref_kp, ref_sc, _ = torch_path(method, transform, image, boxes, True)
+    assert np.abs(kp - ref_kp).max() <= 0.05, np.abs(kp - ref_kp).max()
+    np.testing.assert_allclose(sc, ref_sc, rtol=1e-4, atol=1e-6)
+
+
 @pytest.mark.parametrize("key", list(VARIANTS))
 def test_runtime_matches_pytorch_path(exported, key):
     method, transform, path, report = exported(key)

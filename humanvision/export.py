@@ -56,6 +56,7 @@ from torch import nn
 from humanvision.errors import ConfigError, DataError, HumanVisionError
 
 __all__ = [
+    "A2JGraph",
     "EmbeddingGraph",
     "ExportError",
     "ExportReport",
@@ -68,7 +69,9 @@ __all__ = [
     "calibration_crops",
     "check_crops",
     "check_parity",
-    "export_metadata",
+    "depth_crops",
+    "export_a2j_onnx",
+    "export_algebraic_onnx", "export_metadata",
     "export_monocular3d_onnx",
     "export_onnx",
     "export_person_onnx",
@@ -563,6 +566,84 @@ def realish_frames(size: tuple[int, int], rgb: bool, n: int = 2, seed: int = 0) 
     return torch.stack(out)
 
 
+# ------------------------------------------------------------------------------------ multi-view (algebraic)
+class AlgebraicGraph(nn.Module):
+    """The per-view part of :class:`~humanvision.methods.algebraic.AlgebraicTriangulation`: crops ``(N, 3, S, S)``
+    -> heatmaps ``(N, J, h, w)`` and, with learnt confidences, the confidence head's sigmoids ``(N, J)``. The
+    soft-argmax, the normalisation over views and the weighted DLT run in the runtime (numpy, float64)."""
+
+    def __init__(self, method: nn.Module) -> None:
+        super().__init__()
+        self.backbone, self.confidence_head = method.backbone, method.confidence_head
+
+    def forward(self, x: torch.Tensor):
+        features = self.backbone.forward_features(x)
+        heatmaps = self.backbone.forward_head(features)
+        if self.confidence_head is None:
+            return heatmaps
+        return heatmaps, self.confidence_head(features)
+
+
+def export_algebraic_onnx(method, out: str | Path, *, bbox_scale: float = 1.0, bgr: bool = False, opset: int = 17,
+                          check: bool = True, tolerance: float = 1e-4, recipe: str | None = None,
+                          weights: str | Path | None = None, trace_batch: int = 2) -> ExportReport:
+    """Export an :class:`~humanvision.methods.algebraic.AlgebraicTriangulation` (LT's algebraic method) to ``out``
+    with the contract of :class:`~humanvision.methods.algebraic.MultiViewCrops` and ``predict`` (format
+    ``humanvision.multiview``, read by :class:`~humanvision.runtime.MultiViewTriangulator`): per view the square
+    integer crop of ``bbox_scale`` x the box's longer side (zero outside the image), ``INTER_AREA`` resize, RGB (or
+    BGR) ImageNet normalisation; the graph's heatmaps (and confidences); soft-argmax of ``heatmap_multiplier`` x the
+    maps times the stride; confidences normalised over the available views + 1e-5; the weighted DLT with each view's
+    projection matrix moved into its crop. Other arguments as :func:`export_onnx`."""
+    from humanvision.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+    from humanvision.methods.algebraic import ROOT
+    from humanvision.runtime.multiview import MULTIVIEW_FORMAT
+    from humanvision.skeletons import get_skeleton
+
+    if opset < 13:
+        raise ConfigError(f"--opset {opset}: humanvision exports need opset 13 or newer")
+    out, t0 = Path(out), time.perf_counter()
+    backbone = method.backbone
+    size = int(backbone.input_size[0])
+    graph = AlgebraicGraph(method).eval()
+    was_training, dtype = method.training, next(method.parameters()).dtype
+    method.eval().float()
+    names = ("heatmaps", "confidences") if method.confidence_head is not None else ("heatmaps",)
+    gen = torch.Generator().manual_seed(0)
+    example = torch.randn(trace_batch, 3, size, size, generator=gen)
+    with torch.no_grad():
+        hm = graph(example)
+    hm = hm[0] if isinstance(hm, tuple) else hm
+    skeleton = get_skeleton(backbone.skeleton)
+    meta = {**_header(getattr(backbone, "model_name", type(backbone).__name__), recipe, weights, MULTIVIEW_FORMAT),
+            "method": "algebraic", "input": {**_input_contract((size, size), IMAGENET_MEAN, IMAGENET_STD),
+                                             "color": "BGR" if bgr else "RGB"},
+            "output": {"name": "heatmaps", "shape": ["batch", *hm.shape[1:]],
+                       "confidences": "confidences" if len(names) == 2 else None},
+            "crop": {"box_format": "xywh, rounded to integer pixels", "shape": "square",
+                     "scale": float(bbox_scale), "rule": "side int(scale x longer side) about the integer centre "
+                     "((left + right) // 2, (top + bottom) // 2), zero outside the image",
+                     "interpolation": "area"},
+            "decode": {"soft_argmax_beta": float(method.heatmap_multiplier),
+                       "stride": [float(v) for v in method.stride], "confidence_eps": 1e-5,
+                       "triangulation": "weighted DLT, float64, projection matrices moved into each crop",
+                       "root": int(ROOT)},
+            "skeleton": {"name": skeleton.name, "joints": list(skeleton.joints),
+                         "limbs": [list(map(int, limb)) for limb in skeleton.limbs]},
+            "export": _export_info(opset, *names)}
+
+    def inputs() -> dict[str, torch.Tensor]:
+        return {"random": torch.randn(trace_batch + 1, 3, size, size, generator=gen),
+                "realish": square_crops(size, padding=float(bbox_scale))}
+
+    try:
+        parity = _export_checked(graph, example, out, meta, inputs if check else None, tolerance,
+                                 names if len(names) > 1 else names[0])
+    finally:
+        method.to(dtype)
+        method.train(was_training)
+    return ExportReport(out, meta, parity, time.perf_counter() - t0)
+
+
 # ---------------------------------------------------------------------------------------------- monocular 3D
 class Pose3DGraph(nn.Module):
     """A monocular 3D network's last heatmaps ``(B, K, h, w)`` and its depths (a map ``(B, K, h, w)`` or one per
@@ -653,6 +734,144 @@ def export_monocular3d_onnx(method, out: str | Path, *, box_padding: float = 1.2
 
     try:
         parity = _export_checked(graph, example, out, meta, inputs if check else None, tolerance, names)
+    finally:
+        model.to(dtype)
+        method.train(was_training)
+    return ExportReport(out, meta, parity, time.perf_counter() - t0)
+
+
+# ------------------------------------------------------------------------------------------------- A2J (depth)
+#: ITOP's depth frames, (width, height) pixels: the image the A2J contract's intrinsics belong to.
+ITOP_IMAGE_SIZE = (320, 240)
+
+
+class A2JGraph(nn.Module):
+    """An A2J network with its anchor decoding: ``(B, 1, S, S)`` depth crops (replicated to the model's input
+    channels in the graph) -> ``joints_crop (B, J, 2)`` ``(row, col)`` crop pixels and ``depth (B, J)`` in network
+    units, the ``xy`` and ``depth`` of :meth:`~humanvision.methods.a2j.A2JMethod.predict`
+    (:func:`~humanvision.models.a2j.a2j_decode`: softmax over the anchors, weighted sums of anchor + offset and of the
+    depths; a few multiply-adds per anchor, where the raw heads would be ``(B, N, J)`` x 4 floats to ship out,
+    2.8 M per crop at 288 px).
+
+    The decoding runs in float64 (outputs float32): ``predict``'s float32 sums over the anchors carry a rounding
+    error of ~2e-4 crop pixels at 96 px and ~1.5e-2 at 288 px (HRNet-W18, 46,656 anchors), so a float32 graph would
+    differ from PyTorch by that much on onnxruntime; in float64 the two agree to ~3e-5 px (the heads' own
+    differences), and the runtime's joints are closer to the exact decoding than the float32 evaluation."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.model(x.expand(-1, self.model.in_chans, -1, -1))
+        w = out["cls"].double().softmax(dim=1)  # over the anchors, as a2j_decode
+        xy = torch.einsum("bnj,nc->bjc", w, out["anchors"].double()) \
+            + torch.einsum("bnj,bnjc->bjc", w, out["offset"].double())
+        return xy.float(), (w * out["depth"].double()).sum(1).float()
+
+
+def depth_crops(size: int, n: int = 2, seed: int = 0, *, depth_margin: float = 0.05, depth_scale: float = 50.0,
+                zero_background: bool = False) -> torch.Tensor:
+    """``(n, 1, size, size)`` A2J inputs of drawn people in ITOP-sized depth frames (a wall at 4 m, the figure at
+    2-3 m with 2 cm noise), made by :func:`~humanvision.methods.a2j.preprocess` from their boxes (one box partly
+    outside the image): the far clip drops the wall, as in the evaluation."""
+    from humanvision.methods.a2j import crop_affine, preprocess
+
+    rng = np.random.default_rng(seed)
+    crops = []
+    for i in range(n):
+        img, (x, y, w, h) = _draw_person(rng, ITOP_IMAGE_SIZE)
+        mask = np.abs(img.astype(np.float32) - np.median(img, axis=(0, 1))).sum(-1) > 60
+        z = float(rng.uniform(2.0, 3.0))
+        depth = np.where(mask, z + rng.normal(0.0, 0.02, mask.shape), 4.0).astype(np.float32)
+        box = [x - (0.6 * w if i % 2 else 0.0), y, x + w, y + h]
+        item = preprocess(depth, np.zeros((1, 2)), np.array([z + 0.06]), crop_affine(box, size), size,
+                          depth_margin, depth_scale, zero_background)
+        crops.append(torch.from_numpy(item["image"])[None])
+    return torch.stack(crops)
+
+
+def export_a2j_onnx(method, out: str | Path, *, box_pad: Sequence[float] = (0.0, 0.0),
+                    image_size: tuple[int, int] = ITOP_IMAGE_SIZE, opset: int = 17, check: bool = True,
+                    tolerance: float = 1e-4, recipe: str | None = None, weights: str | Path | None = None,
+                    trace_batch: int = 2) -> ExportReport:
+    """Export an :class:`~humanvision.methods.a2j.A2JMethod` to ``out`` with the contract of
+    :func:`~humanvision.methods.a2j.evaluate_a2j` (format ``humanvision.a2j``, read by
+    :class:`~humanvision.runtime.A2JPose`).
+
+    The graph (:class:`A2JGraph`) takes the ``(B, 1, S, S)`` preprocessed depth crop and outputs the decoded
+    ``joints_crop (B, J, 2)`` (``(row, col)`` crop pixels) and ``depth (B, J)`` (network units, ``(z - mean) *
+    depth_scale``): :meth:`A2JMethod.predict` exactly, the anchors inside the graph. The metadata holds the rest of
+    the evaluation: the box padding (``box_pad`` = the recipe's ``data.test_box_pad``) and clipping to the
+    ``image_size`` = (w, h) frame, the crop affine (nearest, border 0), the depth far clip (``max(joint z) +
+    a2j.depth_margin``), the centring (mean of the nonzero pixels, ``a2j.zero_background``), ``a2j.depth_scale``,
+    ITOP's back-projection (principal point, 0.0035 m per pixel per metre) and the ``itop15`` skeleton.
+    ``tolerance`` applies to the crop pixels and the depth units; other arguments as :func:`export_onnx`."""
+    from humanvision.data.readers.itop import ITOP_PRINCIPAL_POINT
+    from humanvision.methods.a2j import ITOP_PIXEL_SCALE
+    from humanvision.models.a2j import A2J_STRIDE
+    from humanvision.runtime.a2j import A2J_FORMAT
+    from humanvision.skeletons import get_skeleton
+
+    if opset < 13:
+        raise ConfigError(f"--opset {opset}: humanvision exports need opset 13 or newer")
+    pad = tuple(float(p) for p in box_pad)
+    if len(pad) != 2 or min(pad) < 0:
+        raise ConfigError(f"box_pad: (px, py) >= 0, got {box_pad}")
+    out, t0 = Path(out), time.perf_counter()
+    model, cfg = method.model, method.cfg
+    size, j = int(model.input_size), int(model.num_joints)
+    sk = get_skeleton("itop15")
+    if j != sk.num_joints:
+        raise ExportError(f"{model.model_name}: {j} joints, ITOP's skeleton has {sk.num_joints}")
+    graph = A2JGraph(model).eval()
+    was_training, dtype = method.training, next(model.parameters()).dtype
+    method.eval().float()
+    gen = torch.Generator().manual_seed(0)
+    names = ("joints_crop", "depth")
+    meta = {**_header(getattr(model, "model_name", type(model).__name__), recipe, weights, A2J_FORMAT),
+            "input": {"name": INPUT_NAME, "shape": ["batch", 1, size, size], "size": [size, size], "layout": "NCHW",
+                      "dtype": "float32", "color": "depth", "graph_channels": int(model.in_chans),
+                      "depth": "the preprocessed crop: metres minus the crop's mean (see depth), one channel, "
+                               "replicated to graph_channels inside the graph"},
+            "output": {"name": "joints_crop", "shape": ["batch", j, 2], "order": "row, col",
+                       "unit": "crop pixels", "depth_name": "depth", "depth_shape": ["batch", j],
+                       "depth_unit": "(z - mean) * decode.depth_scale"},
+            "crop": {"box_format": "xyxy", "padding": list(pad), "clip": "x to [0, width - 1], y to [0, height - 1] "
+                     "after padding", "min_size": 2.0,
+                     "affine": "u = (x - x1) S / (x2 - x1), v = (y - y1) S / (y2 - y1) (float64), u: column, v: row",
+                     "interpolation": "nearest", "border": "constant_0", "rotation": 0.0,
+                     "inverse": "of the float32-rounded affine, in float64 (the evaluation batches it as float32)"},
+            "depth": {"unit": "metres", "dtype": "float32", "no_reading": 0.0, "margin": float(cfg.depth_margin),
+                      "far_clip": "crop pixels deeper than max(joint z) + margin set to 0 (the evaluation uses the "
+                                  "ground-truth joints; A2JPose: joints_z, or max_depth)",
+                      "mean": "float32 mean of the crop's pixels > 0 (none left: mean of the joints' z)",
+                      "zero_background": bool(cfg.zero_background),
+                      "center": "pixels > 0: d - mean; others: 0 if zero_background else -mean; no scaling"},
+            "decode": {"in_graph": True, "stride": A2J_STRIDE, "anchor_offsets": list(model.anchor_offsets),
+                       "anchors": len(model.anchors), "anchor_order": "(W, H, A)",
+                       "weights": "softmax over the anchors, per joint",
+                       "joints_crop": "sum_n w (anchor_n + offset_n)", "depth": "sum_n w depth_n",
+                       "depth_scale": float(cfg.depth_scale), "z": "depth / depth_scale + mean (metres)",
+                       "image": "(x, y) = inverse crop affine of (col, row)"},
+            "camera": {"name": "itop", "image_size": [int(v) for v in image_size],
+                       "principal_point": [float(v) for v in ITOP_PRINCIPAL_POINT],
+                       "pixel_scale": float(ITOP_PIXEL_SCALE),
+                       "backproject": "X = (x - cx) z pixel_scale, Y = (cy - y) z pixel_scale, Z = z",
+                       "axes": "ITOP: x right, y up, z away from the camera; metres"},
+            "skeleton": {"name": sk.name, "joints": list(sk.joints), "flip_index": [int(i) for i in sk.flip_index],
+                         "limbs": [list(map(int, limb)) for limb in sk.limbs]},
+            "eval": {"metric": "mAP", "threshold": float(cfg.threshold)},
+            "export": _export_info(opset, *names)}
+
+    def inputs() -> dict[str, torch.Tensor]:
+        return {"random": torch.randn(trace_batch + 1, 1, size, size, generator=gen),
+                "realish": depth_crops(size, depth_margin=cfg.depth_margin, depth_scale=cfg.depth_scale,
+                                       zero_background=cfg.zero_background)}
+
+    try:
+        parity = _export_checked(graph, torch.randn(trace_batch, 1, size, size, generator=gen), out, meta,
+                                 inputs if check else None, tolerance, names)
     finally:
         model.to(dtype)
         method.train(was_training)

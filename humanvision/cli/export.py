@@ -64,7 +64,7 @@ def export(config: Path = typer.Argument(..., help="YAML recipe the weights were
     from humanvision.cli.pose import _load_recipe
     from humanvision.errors import ConfigError, HumanVisionError
     from humanvision.export import export_onnx, quantize_onnx
-    from humanvision.methods import attributes, hap, hcmoco, monocular3d, parsing, pct, reid
+    from humanvision.methods import a2j, algebraic, attributes, hap, hcmoco, monocular3d, parsing, pct, reid
     from humanvision.methods.topdown import TopDownRecipe, build_method, build_transform
 
     if hap.is_hap_recipe(config) or hcmoco.is_hcmoco_recipe(config):  # pre-training: the encoders, as state dicts
@@ -87,11 +87,17 @@ def export(config: Path = typer.Argument(..., help="YAML recipe the weights were
         if attributes.is_attribute_recipe(config) or reid.is_reid_recipe(config):
             _export_person(config, weights, out, set_, opset=opset, check=check, tolerance=tolerance, int8=int8)
             return
+        if a2j.is_a2j_recipe(config):  # before the generic load: its model.init (an HCMoCo encoder) need not exist
+            _export_a2j(config, weights, out, set_, opset=opset, check=check, tolerance=tolerance, int8=int8)
+            return
         recipe = _load_recipe(config, set_, unchecked=("data.", "model.weights", "model.backbone_weights",
                                                        "init_weights", "model.init"))
         if parsing.is_parsing_recipe(recipe):
             _export_parsing(recipe, weights, out, opset=opset, check=check, tolerance=tolerance, int8=int8,
                             flip=flip)
+            return
+        if algebraic.is_algebraic_recipe(recipe):
+            _export_algebraic(recipe, weights, out, opset=opset, check=check, tolerance=tolerance, int8=int8)
             return
         if monocular3d.is_monocular3d_recipe(recipe):
             _export_monocular3d(recipe, weights, out, opset=opset, check=check, tolerance=tolerance, int8=int8,
@@ -213,6 +219,57 @@ def _export_parsing(recipe, weights: Path, out: Path, *, opset: int, check: bool
                  f"{m['input']['size'][1]} (w x h); dynamic batch",
         "output": f"logits {o['shape'][2]}x{o['shape'][3]}, upsampled to the frame, argmax",
         "flip test": f"by the runtime, default {'on' if m['flip_test']['default'] else 'off'}",
+    }
+    _print_report(f"{recipe.name} -> {report.path}", rows, report)
+
+
+def _export_algebraic(recipe, weights: Path, out: Path, *, opset: int, check: bool, tolerance: float,
+                      int8: str | None) -> None:
+    """An algebraic-triangulation recipe -> its per-view ONNX file, and a table of the contract and the parity."""
+    from humanvision.errors import ConfigError
+    from humanvision.methods import algebraic
+
+    if int8 is not None:
+        raise ConfigError("--int8 applies to 2D pose models only; multi-view models export in fp32")
+    report = algebraic.export_onnx(recipe, weights, out, opset=opset, check=check, tolerance=tolerance)
+    m = report.metadata
+    o = m["output"]
+    rows = {
+        "model": f"{m['model']} ({m['skeleton']['name']}, {len(m['skeleton']['joints'])} joints), per view",
+        "input": f"{m['input']['size'][0]}x{m['input']['size'][1]} {m['input']['color']}; dynamic batch (views)",
+        "crop": f"square, {m['crop']['scale']:g} x the longer box side, area resize",
+        "outputs": f"heatmaps {o['shape'][2]}x{o['shape'][3]}" + (", confidences" if o["confidences"] else
+                                                                 " (no confidences: every view weighs 1)"),
+        "3D": f"soft-argmax x {m['decode']['soft_argmax_beta']:g}, weighted DLT in the runtime "
+              "(MultiViewTriangulator)",
+    }
+    _print_report(f"{recipe.name} -> {report.path}", rows, report)
+
+
+def _export_a2j(config: Path, weights: Path, out: Path, overrides: list[str], *, opset: int, check: bool,
+                tolerance: float, int8: str | None) -> None:
+    """An A2J recipe -> its ONNX file (the network with its anchor decoding), and a table of the contract and the
+    parity."""
+    from humanvision.cli.pose import _load_recipe
+    from humanvision.errors import ConfigError
+    from humanvision.methods import a2j
+
+    if int8 is not None:
+        raise ConfigError("--int8 applies to 2D pose models only; A2J models export in fp32")
+    recipe = _load_recipe(config, overrides, unchecked=("model.init", "data."))
+    report = a2j.export_onnx(recipe, weights, out, opset=opset, check=check, tolerance=tolerance)
+    m = report.metadata
+    c, d, dec, cam = m["crop"], m["depth"], m["decode"], m["camera"]
+    rows = {
+        "model": f"{m['model']} ({m['skeleton']['name']}, {len(m['skeleton']['joints'])} joints)",
+        "input": f"{m['input']['size'][0]}x{m['input']['size'][1]} depth crop, metres minus its mean "
+                 f"(background {'0' if d['zero_background'] else '-mean'}); dynamic batch",
+        "crop": f"xyxy box padded by ({c['padding'][0]:g}, {c['padding'][1]:g}) px, clipped to "
+                f"{cam['image_size'][0]}x{cam['image_size'][1]}, nearest",
+        "far clip": f"max(joint z) + {d['margin']:g} m (the runtime takes joints_z or max_depth)",
+        "outputs": f"joints_crop (row, col) px and depth (units of 1/{dec['depth_scale']:g} m), decoded over "
+                   f"{dec['anchors']} anchors in the graph",
+        "3D": f"ITOP back-projection, principal point {cam['principal_point']}, {cam['pixel_scale']:g} m/px per m",
     }
     _print_report(f"{recipe.name} -> {report.path}", rows, report)
 

@@ -79,8 +79,8 @@ from humanvision.models.a2j import A2J, a2j_decode
 __all__ = [
     "DATA_EFFICIENCY", "ITOP_PIXEL_SCALE", "A2JConfig", "A2JDataset", "A2JMethod", "A2JRecipe", "DataConfig",
     "EvalConfig", "ModelConfig", "a2j_figure", "a2j_loss", "build_dataset", "build_method", "crop_affine",
-    "crop_to_image", "evaluate_a2j", "evaluate_weights", "every_n", "is_a2j_recipe", "itop_backproject",
-    "load_recipe", "prepare_synthetic", "preprocess", "read_boxes", "read_split",
+    "crop_to_image", "evaluate_a2j", "evaluate_weights", "every_n", "export_onnx", "is_a2j_recipe",
+    "itop_backproject", "load_recipe", "prepare_synthetic", "preprocess", "read_boxes", "read_split",
     "run_training", "subset_indices",
 ]
 
@@ -717,6 +717,18 @@ def evaluate_weights(recipe: A2JRecipe, weights: str | Path, out_dir: str | Path
     if progress:
         print(f"mAP@{recipe.a2j.threshold * 100:g}cm {metrics['mAP']:.2f} on {metrics['num_frames']} frames")
     return metrics
+
+
+def export_onnx(recipe: A2JRecipe, weights: str | Path, out: str | Path, **kwargs: Any):
+    """``humanvision export`` of an A2J recipe: the trained network with its anchor decoding as ONNX, with the
+    contract of :func:`evaluate_a2j` (``data.test_box_pad``, ``a2j.depth_margin`` / ``zero_background`` /
+    ``depth_scale``, ITOP's back-projection), read by :class:`humanvision.runtime.A2JPose`. ``kwargs``: those of
+    :func:`humanvision.export.export_a2j_onnx`."""
+    from humanvision.export import export_a2j_onnx
+
+    method = build_method(recipe, weights=weights)
+    return export_a2j_onnx(method, out, box_pad=recipe.data.test_box_pad, recipe=recipe.name, weights=weights,
+                           **kwargs)
 
 
 # ------------------------------------------------------------------------------------------------- training

@@ -452,6 +452,17 @@ def build_method(recipe: AlgebraicRecipe, weights: str | Path | None = None) -> 
     return method
 
 
+def export_onnx(recipe: AlgebraicRecipe, weights: str | Path, out: str | Path, **kwargs: Any):
+    """``humanvision export`` of an algebraic recipe: the trained per-view network (heatmaps, confidences) as ONNX
+    with the crop and triangulation contract (``data.bbox_scale``, ``data.bgr``), read by
+    :class:`humanvision.runtime.MultiViewTriangulator`. ``kwargs``: those of
+    :func:`humanvision.export.export_algebraic_onnx`."""
+    from humanvision.export import export_algebraic_onnx
+
+    return export_algebraic_onnx(build_method(recipe, weights), out, bbox_scale=recipe.data.bbox_scale,
+                                 bgr=recipe.data.bgr, recipe=recipe.name, weights=weights, **kwargs)
+
+
 # ------------------------------------------------------------------------------------------------------ data
 def square_box(tlbr: Sequence[int], scale: float = 1.0) -> tuple[int, int, int, int]:
     """A Human3.6M ``(top, left, bottom, right)`` box -> the square ``(left, top, right, bottom)`` crop of side

@@ -6,12 +6,15 @@ are all it needs. The package's core dependencies still name torch, so on a mach
 ``humanvision export`` writes into the ONNX metadata (see :mod:`humanvision.runtime.pose`);
 :class:`ReIDEmbedder` and :class:`AttributeClassifier` do the same for exported re-id and pedestrian-attribute
 models (:mod:`humanvision.runtime.person`), :class:`MonocularPose3D` for monocular 3D pose networks
-(:mod:`humanvision.runtime.pose3d`) and :class:`HumanParser` for human parsing (:mod:`humanvision.runtime.parsing`).
+(:mod:`humanvision.runtime.pose3d`), :class:`HumanParser` for human parsing (:mod:`humanvision.runtime.parsing`),
+:class:`MultiViewTriangulator` for multi-view algebraic triangulation (:mod:`humanvision.runtime.multiview`) and
+:class:`A2JPose` for A2J on depth maps (:mod:`humanvision.runtime.a2j`).
 Person detectors (:mod:`~humanvision.runtime.detectors`: ONNX YOLOX / RTMDet, box files, the whole image),
 tracking and One-Euro smoothing (:mod:`~humanvision.runtime.tracking`) and robust video reading with tracked
 inference (:mod:`~humanvision.runtime.video`) need nothing more.
 """
 
+from humanvision.runtime.a2j import A2J_FORMAT, A2JPose, check_a2j_metadata
 from humanvision.runtime.codec import decode_heatmaps
 from humanvision.runtime.detectors import (
     BoxFileDetector,
@@ -21,6 +24,7 @@ from humanvision.runtime.detectors import (
     WholeImageDetector,
     load_detector,
 )
+from humanvision.runtime.multiview import MULTIVIEW_FORMAT, MultiViewTriangulator, check_multiview_metadata
 from humanvision.runtime.parsing import PARSING_FORMAT, HumanParser, check_parsing_metadata
 from humanvision.runtime.person import (
     PERSON_FORMAT,
@@ -45,12 +49,15 @@ from humanvision.runtime.tracking import OneEuroFilter, PoseTracker, TrackSmooth
 from humanvision.runtime.video import VideoError, VideoFrames, VideoPoseTracks, track_video
 
 __all__ = [
+    "A2J_FORMAT",
     "FORMAT",
     "METADATA_KEY",
     "METADATA_VERSION",
+    "MULTIVIEW_FORMAT",
     "PARSING_FORMAT",
     "PERSON_FORMAT",
     "POSE3D_FORMAT",
+    "A2JPose",
     "AttributeClassifier",
     "BoxFileDetector",
     "Detector",
@@ -58,6 +65,7 @@ __all__ = [
     "HumanParser",
     "MetadataError",
     "MonocularPose3D",
+    "MultiViewTriangulator",
     "OneEuroFilter",
     "OnnxDetector",
     "PersonCropModel",
@@ -69,7 +77,9 @@ __all__ = [
     "VideoFrames",
     "VideoPoseTracks",
     "WholeImageDetector",
+    "check_a2j_metadata",
     "check_metadata",
+    "check_multiview_metadata",
     "check_parsing_metadata",
     "check_person_metadata",
     "check_pose3d_metadata",

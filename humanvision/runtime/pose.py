@@ -70,6 +70,14 @@ def _any_format(meta: Any, path: str | Path) -> dict[str, Any]:
 
     if isinstance(meta, dict) and meta.get("format") == PARSING_FORMAT:
         return check_parsing_metadata(meta, path)
+    from humanvision.runtime.multiview import MULTIVIEW_FORMAT, check_multiview_metadata
+
+    if isinstance(meta, dict) and meta.get("format") == MULTIVIEW_FORMAT:
+        return check_multiview_metadata(meta, path)
+    from humanvision.runtime.a2j import A2J_FORMAT, check_a2j_metadata
+
+    if isinstance(meta, dict) and meta.get("format") == A2J_FORMAT:
+        return check_a2j_metadata(meta, path)
     return check_metadata(meta, path)
 
 
@@ -116,7 +124,9 @@ def _parse_metadata(props: dict[str, str], path: str | Path,
 
 #: the runtime class of each exported format (named in the error when a file is opened with the wrong one)
 RUNTIME_CLASSES = {FORMAT: "PoseEstimator", "humanvision.person_crop": "ReIDEmbedder or AttributeClassifier",
-                   "humanvision.monocular3d": "MonocularPose3D", "humanvision.parsing": "HumanParser"}
+                   "humanvision.monocular3d": "MonocularPose3D", "humanvision.parsing": "HumanParser",
+                   "humanvision.multiview": "MultiViewTriangulator",
+                   "humanvision.a2j": "A2JPose"}
 
 
 def check_format(meta: Any, fmt: str, reader: str, path: str | Path) -> None:

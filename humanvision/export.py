@@ -57,10 +57,13 @@ from humanvision.errors import ConfigError, DataError, HumanVisionError
 
 __all__ = [
     "A2JGraph",
+    "AlgebraicGraph",
     "EmbeddingGraph",
     "ExportError",
     "ExportReport",
     "FlipTestGraph",
+    "LogitsGraph",
+    "PCTGraph",
     "ParityError",
     "Pose3DGraph",
     "QuantizationError",
@@ -71,14 +74,18 @@ __all__ = [
     "check_parity",
     "depth_crops",
     "export_a2j_onnx",
-    "export_algebraic_onnx", "export_metadata",
+    "export_algebraic_onnx",
+    "export_metadata",
     "export_monocular3d_onnx",
     "export_onnx",
+    "export_parsing_onnx",
+    "export_pct_onnx",
     "export_person_onnx",
     "person_crops",
     "quantization_parity",
     "quantize_onnx",
     "realish_crops",
+    "realish_frames",
     "square_crops",
     "write_metadata",
 ]
@@ -263,6 +270,7 @@ def check_parity(module: nn.Module, path: str | Path, inputs: dict[str, torch.Te
     import onnxruntime as ort
 
     names = [output_name] if isinstance(output_name, str) else list(output_name)
+    module.eval()
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     diffs, peaks, batches = {}, {}, {}
     for name, x in inputs.items():
@@ -300,6 +308,10 @@ def _export_checked(graph: nn.Module, example: torch.Tensor, out: Path, meta: di
     ``parity_inputs()`` (``None``: no check; a failure renames the file ``*.onnx.failed``) and write ``meta`` with
     the parity report into the file. Returns the report."""
     names = [output_name] if isinstance(output_name, str) else list(output_name)
+    # torch.onnx.export restores graph.train(graph.training) after tracing, and a freshly built wrapper is in
+    # training mode: without this, a head whose BatchNorm the method does not pin to eval (PCT's) would give the
+    # parity check batch statistics while the graph holds the running ones
+    graph.eval()
     out.parent.mkdir(parents=True, exist_ok=True)
     try:
         with warnings.catch_warnings(), torch.no_grad():
@@ -371,6 +383,68 @@ def export_onnx(method, transform, out: str | Path, *, flip_test: bool = True, f
         parity = _export_checked(graph, example, out, meta, inputs if check else None, tolerance, OUTPUT_NAME)
     finally:
         model.to(dtype)
+        method.train(was_training)
+    return ExportReport(out, meta, parity, time.perf_counter() - t0)
+
+
+# --------------------------------------------------------------------------------------------- PCT stage II
+class PCTGraph(nn.Module):
+    """PCT stage II (:class:`~humanvision.methods.pct.PCTClassifierStage`) without the flip test: crops ``(B, 3, S,
+    S)`` -> ``keypoints (B, K, 2)`` crop pixels (the token classifier's logits softly decoded by the frozen
+    tokenizer) and ``scores (B,)`` (the mean over tokens of the top-1 logit), ``_predict_once``."""
+
+    def __init__(self, method: nn.Module) -> None:
+        super().__init__()
+        self.method = method
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.method._predict_once(x)
+
+
+def export_pct_onnx(method, transform, out: str | Path, *, flip_test: bool = True, opset: int = 17,
+                    check: bool = True, tolerance: float = 1e-4, recipe: str | None = None,
+                    weights: str | Path | None = None, trace_batch: int = 2) -> ExportReport:
+    """Export PCT stage II to ``out`` with the :class:`~humanvision.runtime.PoseEstimator` contract of a
+    *keypoint* model (``codec.name: keypoints``; the graph gives crop-pixel keypoints and a pose score, no
+    heatmaps): the same crop block as a heatmap model (PCT's non-UDP square crop with ``test_padding``), and the
+    flip test in the runtime (the mirrored crop's keypoints mirrored back, ``x' = S - 1 - x`` with the flip
+    permutation, keypoints and scores averaged, as :meth:`~humanvision.methods.pct.PCTClassifierStage.predict`).
+    Other arguments as :func:`export_onnx`."""
+    from humanvision.runtime import FORMAT
+
+    if opset < 13:
+        raise ConfigError(f"--opset {opset}: humanvision exports need opset 13 or newer")
+    out, t0 = Path(out), time.perf_counter()
+    sk = method.skeleton
+    w, h = transform.input_size
+    names = ("keypoints", "scores")
+    meta = {**_header(getattr(method.backbone, "model_name", "pct") + "+pct_head", recipe, weights, FORMAT),
+            "input": _input_contract((w, h), transform.mean, transform.std),
+            "output": {"name": "keypoints", "shape": ["batch", sk.num_joints, 2], "kind": "keypoints",
+                       "scores": "scores"},
+            "crop": {"box_format": "xywh", "padding": transform.padding, "aspect_ratio": w / h,
+                     "fix_aspect": transform.fix_aspect, "udp": transform.udp, "interpolation": "bilinear",
+                     "border": "constant_0", "rotation": 0.0, "whole_image_box": "[0, 0, width, height]"},
+            "codec": {"name": "keypoints", "space": "crop pixels", "udp": transform.udp,
+                      "score": "mean over tokens of the top-1 logit, one per person"},
+            "flip_test": {"default": bool(flip_test), "in_graph": False, "shift_heatmap": False,
+                          "keypoints": "x' = width - 1 - x, flip permutation, averaged"},
+            "skeleton": {"name": sk.name, "joints": list(sk.joints), "flip_index": [int(i) for i in sk.flip_index],
+                         "limbs": [list(map(int, limb)) for limb in sk.limbs]},
+            "export": _export_info(opset, *names)}
+    graph = PCTGraph(method).eval()
+    was_training = method.training
+    method.eval().float()
+    gen = torch.Generator().manual_seed(0)
+
+    def inputs() -> dict[str, torch.Tensor]:
+        return {"random": torch.randn(trace_batch + 1, 3, h, w, generator=gen),
+                "realish": realish_crops(transform, n=2)}
+
+    try:
+        parity = _export_checked(graph, torch.randn(trace_batch, 3, h, w, generator=gen), out, meta,
+                                 inputs if check else None, tolerance, names)
+    finally:
         method.train(was_training)
     return ExportReport(out, meta, parity, time.perf_counter() - t0)
 

@@ -261,7 +261,7 @@ def test_parity_failure_is_a_clear_error(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------------ CLI
-def test_cli_export_and_pct_refusal(tmp_path):
+def test_cli_export(tmp_path):
     method, _ = make_method("lateral_tiny", True, True)
     weights = save_weights(method.model, tmp_path / "w" / "model.safetensors")
     recipe = {"name": "tiny_export", "model": {"name": "lateral_tiny", "skeleton": "coco17"},
@@ -282,9 +282,56 @@ def test_cli_export_and_pct_refusal(tmp_path):
                               False)
     assert np.abs(PoseEstimator(out)(image, boxes)[0] - ref_kp).max() <= 0.05
 
-    res = CliRunner().invoke(app, ["export", str(CONFIGS / "pct_tiny_classifier_synthetic.yaml"), "--weights",
-                                   str(weights), "--out", str(tmp_path / "pct.onnx")], env=ENV)
-    assert res.exit_code == 1 and "PCT stage II" in " ".join(res.output.split())
+
+def test_parity_is_checked_in_eval_mode(tmp_path):
+    """A wrapper built in training mode (torch.onnx.export restores that mode after tracing) is still compared in
+    eval mode: BatchNorm's running statistics on both sides, not batch statistics in the PyTorch reference."""
+    from humanvision.export import _export_checked
+
+    graph = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    with torch.no_grad():
+        graph[1].running_mean.fill_(0.5)
+        graph[1].running_var.fill_(4.0)
+    graph.train()
+    meta = {"model": "conv_bn", "export": {"opset": 17}}
+    parity = _export_checked(graph, torch.randn(2, 3, 16, 16), tmp_path / "bn.onnx", meta,
+                             lambda: {"random": torch.randn(3, 3, 16, 16)}, 1e-4, "out")
+    assert parity["max_abs_diff"]["random"] <= 1e-5 and not graph.training
+
+
+def test_pct_stage2_exports_as_a_keypoint_model(tmp_path):
+    """PCT stage II (Swin -> token classifier -> soft decoding by the frozen tokenizer) through the CLI: parity in
+    the export (this failed while the exporter left the head's BatchNorm in training mode for the reference), and
+    the runtime's keypoints and scores equal ``PCTClassifierStage.predict`` + the inverse crop, flip test on and
+    off."""
+    from humanvision.methods import pct
+
+    config = CONFIGS / "pct_tiny_classifier_synthetic.yaml"
+    recipe = pct.load_recipe(config, unchecked=("data.", "pct.backbone_weights", "pct.tokenizer_weights"))
+    torch.manual_seed(0)
+    method = pct.build_method(recipe, pretrained=False).eval()
+    weights = save_weights(method, tmp_path / "pct" / "model.safetensors")
+    res = CliRunner().invoke(app, ["export", str(config), "--weights", str(weights), "--out",
+                                   str(tmp_path / "pct.onnx")], env=ENV)
+    assert res.exit_code == 0, res.output
+    assert "keypoints (crop pixels" in " ".join(res.output.split())
+    meta = read_metadata(tmp_path / "pct.onnx")
+    assert meta["codec"]["name"] == "keypoints" and meta["crop"]["padding"] == 1.12 and not meta["crop"]["udp"]
+    transform = pct.build_transform(method, recipe.data, train=False)
+    image, boxes = scene()
+    for flip in (False, True):
+        est = PoseEstimator(tmp_path / "pct.onnx", flip_test=flip)
+        kp, sc = est(image, boxes)
+        ref_kp, ref_sc, _ = torch_path(method, transform, image, boxes, flip)
+        assert kp.shape == (3, 17, 2) and np.ptp(kp[..., 0]) > 5
+        assert np.abs(kp - ref_kp).max() <= 1e-3, np.abs(kp - ref_kp).max()
+        np.testing.assert_allclose(sc, ref_sc, atol=1e-5)
+    with pytest.raises(ValueError, match="has no heatmaps"):
+        est.heatmaps(np.zeros((1, 3, 128, 128), np.float32))
+    stage1 = CONFIGS / "pct_tiny_tokenizer_synthetic.yaml"
+    res = CliRunner().invoke(app, ["export", str(stage1), "--weights", str(weights), "--out",
+                                   str(tmp_path / "tok.onnx")], env=ENV)
+    assert res.exit_code == 1 and "stage-II (classifier) recipe" in " ".join(res.output.split())
 
 
 # ------------------------------------------------------------------------------------------ torch-free runtime

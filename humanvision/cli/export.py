@@ -9,14 +9,6 @@ import typer
 from humanvision.cli.app import app
 from humanvision.cli.pose import SET_HELP, _fail
 
-PCT_STAGE2_NOTE = (
-    "PCT stage II (token classifier) recipes are not exported yet: the TorchScript exporter traces the Swin "
-    "backbone, the token head and the tokenizer decoder, but onnxruntime's output of the head on real backbone "
-    "features differs from PyTorch's (up to 0.2 px on the keypoints and 1.9 on the logits of the tiny model) although "
-    "each part matches alone, so the parity check would reject it. The stage-0 heatmap recipes "
-    "(pct_*_hmp.yaml) export like any heatmap model."
-)
-
 
 @app.command("export")
 def export(config: Path = typer.Argument(..., help="YAML recipe the weights were trained with (see configs/)."),
@@ -45,14 +37,15 @@ def export(config: Path = typer.Argument(..., help="YAML recipe the weights were
                                           help="HCMoCo recipes: also write rgb_encoder_densepose.pkl, the RGB "
                                                "encoder as detectron2's DensePose loads it (MODEL.WEIGHTS)."),
            ) -> None:
-    """Export a top-down heatmap model (ViTPose, HRNet, SimpleBaseline, lateral, PCT stage-0), a re-id or an
-    attribute model to ONNX: dynamic
-    batch axis, the crop / normalisation / codec / skeleton contract in the ONNX metadata (read by
-    humanvision.runtime.PoseEstimator, which needs no torch), and a parity check against PyTorch. ``--int8
-    dynamic|static`` also writes ``<out stem>.int8.onnx`` (same contract; its differences from fp32 are printed).
+    """Export a trained model to ONNX with a dynamic batch axis, its pre- and post-processing contract in the ONNX
+    metadata (read by humanvision.runtime, which needs no torch) and a parity check against PyTorch.
 
-    A re-id or pedestrian-attribute recipe exports a person-crop model (the test feature, or the attribute scores
-    with the attribute names) for humanvision.runtime.ReIDEmbedder / AttributeClassifier, with the same parity check.
+    Top-down heatmap models (ViTPose, HRNet, SimpleBaseline, lateral, PCT stage 0) and PCT stage II run in
+    humanvision.runtime.PoseEstimator; ``--int8 dynamic|static`` also writes ``<out stem>.int8.onnx`` for heatmap
+    models (same contract; its differences from fp32 are printed). Re-id and attribute recipes give
+    ReIDEmbedder / AttributeClassifier files, monocular 3D recipes MonocularPose3D, rgb / depth parsing recipes
+    HumanParser, algebraic triangulation recipes MultiViewTriangulator (per-view network; the DLT runs in numpy),
+    A2J recipes A2JPose.
 
     A pre-training recipe exports its encoders instead, as plain state dicts the downstream recipes' ``init``
     takes: HAP / MAE -> a timm ViT (``--out encoder.pth`` or ``.safetensors``); HCMoCo -> ``rgb_encoder.pth`` and
@@ -103,8 +96,9 @@ def export(config: Path = typer.Argument(..., help="YAML recipe the weights were
             _export_monocular3d(recipe, weights, out, opset=opset, check=check, tolerance=tolerance, int8=int8,
                                 flip=flip)
             return
-        if pct.is_pct_recipe(recipe):
-            raise ConfigError(f"{config}: {PCT_STAGE2_NOTE}")
+        if pct.is_pct_recipe(recipe):  # stage II: keypoints + a pose score, the PoseEstimator contract
+            _export_pct(recipe, weights, out, opset=opset, check=check, tolerance=tolerance, int8=int8, flip=flip)
+            return
         if not isinstance(recipe, TopDownRecipe):
             raise ConfigError(f"{config}: `humanvision export` takes top-down heatmap recipes (a `model` section "
                               f"with a registered heatmap model), not a {type(recipe).__name__}")
@@ -270,6 +264,31 @@ def _export_a2j(config: Path, weights: Path, out: Path, overrides: list[str], *,
         "outputs": f"joints_crop (row, col) px and depth (units of 1/{dec['depth_scale']:g} m), decoded over "
                    f"{dec['anchors']} anchors in the graph",
         "3D": f"ITOP back-projection, principal point {cam['principal_point']}, {cam['pixel_scale']:g} m/px per m",
+    }
+    _print_report(f"{recipe.name} -> {report.path}", rows, report)
+
+
+def _export_pct(recipe, weights: Path, out: Path, *, opset: int, check: bool, tolerance: float, int8: str | None,
+                flip: bool | None) -> None:
+    """A PCT stage-II recipe -> its ONNX file (keypoints + pose score), and a table of the contract and the parity."""
+    from humanvision.errors import ConfigError
+    from humanvision.export import export_pct_onnx
+    from humanvision.methods import pct
+
+    pct.require_classifier(recipe, "export")
+    if int8 is not None:
+        raise ConfigError("--int8 applies to heatmap models only; PCT stage II exports in fp32")
+    method = pct.build_method(recipe, weights=weights).eval()
+    transform = pct.build_transform(method, recipe.data, train=False)
+    report = export_pct_onnx(method, transform, out, flip_test=recipe.eval.flip_test if flip is None else flip,
+                             opset=opset, check=check, tolerance=tolerance, recipe=recipe.name, weights=weights)
+    m = report.metadata
+    rows = {
+        "model": f"{m['model']} ({m['skeleton']['name']}, {len(m['skeleton']['joints'])} joints)",
+        "input": f"{m['input']['size'][0]}x{m['input']['size'][1]} (w x h) RGB; dynamic batch",
+        "crop": f"padding {m['crop']['padding']}, non-UDP affine",
+        "outputs": "keypoints (crop pixels, tokens softly decoded in the graph) and a pose score",
+        "flip test": f"by the runtime, default {'on' if m['flip_test']['default'] else 'off'}",
     }
     _print_report(f"{recipe.name} -> {report.path}", rows, report)
 

@@ -158,18 +158,21 @@ def check_metadata(meta: Any, path: str | Path = "<metadata>") -> dict[str, Any]
     try:
         inp, crop, codec, sk = meta["input"], meta["crop"], meta["codec"], meta["skeleton"]
         size = [int(v) for v in inp["size"]]
-        hm = [int(v) for v in codec["heatmap_size"]]
         checks = {
             "input.size": len(size) == 2 and min(size) > 1,
             "input.mean": len(inp["mean"]) == 3, "input.std": len(inp["std"]) == 3 and min(inp["std"]) > 0,
             "input.color": inp["color"] in ("RGB", "BGR"),
             "crop.padding": float(crop["padding"]) > 0, "crop.udp": isinstance(crop["udp"], bool),
-            "codec.heatmap_size": len(hm) == 2 and min(hm) > 1, "codec.stride": len(codec["stride"]) == 2,
-            "codec.refine": codec["refine"] in REFINEMENTS,
             "codec.udp": codec["udp"] == crop["udp"],
             "skeleton.flip_index": sorted(sk["flip_index"]) == list(range(len(sk["joints"]))),
             "flip_test.in_graph": isinstance(meta["flip_test"]["in_graph"], bool),
         }
+        if codec["name"] == "keypoints":  # a keypoint model (PCT stage II): crop-pixel keypoints and scores
+            checks["output.scores"] = isinstance(meta["output"]["scores"], str)
+        else:
+            hm = [int(v) for v in codec["heatmap_size"]]
+            checks.update({"codec.heatmap_size": len(hm) == 2 and min(hm) > 1,
+                           "codec.stride": len(codec["stride"]) == 2, "codec.refine": codec["refine"] in REFINEMENTS})
     except (KeyError, TypeError, ValueError) as e:
         raise err(f"missing or malformed entry ({type(e).__name__}: {e})", "") from None
     for key, ok in checks.items():
@@ -259,6 +262,7 @@ class PoseEstimator:
             raise ValueError(f"{self.path}: the flip test is part of this graph (exported with --flip-in-graph); "
                              "export without it to switch it off at run time")
         self.flip_test = self.flip_in_graph or (default if flip_test is None else bool(flip_test))
+        self.keypoint_model = m["codec"]["name"] == "keypoints"
         self.batch_size = max(1, int(batch_size))
         std = np.asarray(m["input"]["std"], dtype=np.float32)
         self._scale = 1.0 / (np.float32(m["input"].get("pixel_scale", 255.0)) * std)
@@ -310,8 +314,32 @@ class PoseEstimator:
     def _run(self, x: np.ndarray) -> np.ndarray:
         return self.session.run([self.output_name], {self.input_name: np.ascontiguousarray(x)})[0]
 
+    def outputs(self, crops: np.ndarray) -> np.ndarray:
+        """Normalised crops -> what :meth:`decode` takes: heatmaps (:meth:`heatmaps`), or for a keypoint model
+        (``codec.name: keypoints``, PCT stage II) ``(N, K, 3)`` crop-pixel keypoints and scores (flip-averaged with
+        the flip test: the mirrored crop's keypoints mirrored back, ``x' = W - 1 - x``, joints swapped)."""
+        if not self.keypoint_model:
+            return self.heatmaps(crops)
+        names = [self.output_name, self.metadata["output"]["scores"]]
+        outs = []
+        for i in range(0, len(crops), self.batch_size):
+            x = crops[i:i + self.batch_size]
+            n = len(x)
+            batch = np.concatenate([x, x[..., ::-1]]) if self.flip_test else x
+            kp, score = (np.asarray(o, np.float32) for o in self.session.run(
+                names, {self.input_name: np.ascontiguousarray(batch)}))
+            if self.flip_test:
+                back = kp[n:, self.flip_index].copy()
+                back[..., 0] = np.float32(self.input_size[0] - 1) - back[..., 0]
+                kp, score = np.float32(0.5) * (kp[:n] + back), np.float32(0.5) * (score[:n] + score[n:])
+            outs.append(np.concatenate([kp, np.repeat(score.reshape(n, 1, 1), kp.shape[1], 1)], -1))
+        return np.concatenate(outs)
+
     def heatmaps(self, crops: np.ndarray) -> np.ndarray:
         """Normalised crops -> ``(N, K, h, w)`` float32 heatmaps (flip-averaged with the flip test)."""
+        if self.keypoint_model:
+            raise ValueError(f"{self.path}: a keypoint model ({self.metadata['model']}) has no heatmaps; use "
+                             "outputs()")
         outs = []
         for i in range(0, len(crops), self.batch_size):
             x = crops[i:i + self.batch_size]
@@ -325,10 +353,14 @@ class PoseEstimator:
         return np.concatenate(outs)
 
     def decode(self, heatmaps: np.ndarray, center: np.ndarray, scale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Heatmaps -> keypoints in image pixels (the inverse crop affine) and scores, float64."""
+        """Heatmaps (or a keypoint model's :meth:`outputs`) -> keypoints in image pixels (the inverse crop
+        affine) and scores, float64."""
         c = self.metadata["codec"]
-        kp, scores = decode_heatmaps(heatmaps, c["stride"], c["refine"], int(c.get("blur_kernel_size", 11)),
-                                     c.get("blur_border", "reflect"))
+        if self.keypoint_model:
+            kp, scores = heatmaps[..., :2], heatmaps[..., 2]
+        else:
+            kp, scores = decode_heatmaps(heatmaps, c["stride"], c["refine"], int(c.get("blur_kernel_size", 11)),
+                                         c.get("blur_border", "reflect"))
         inv = affine_matrix(center, scale, self.input_size, self.udp, inv=True)
         kp = kp.astype(np.float64)
         return kp @ np.swapaxes(inv[..., :2], -1, -2) + inv[:, None, :, 2], scores.astype(np.float64)
@@ -337,7 +369,7 @@ class PoseEstimator:
         crops, center, scale = self.preprocess(image, boxes)
         if len(crops) == 0:
             return np.zeros((0, self.num_joints, 2)), np.zeros((0, self.num_joints))
-        return self.decode(self.heatmaps(crops), center, scale)
+        return self.decode(self.outputs(crops), center, scale)
 
     def predict_many(self, images: Iterable, *, detector: Callable | None = None, workers: int = 1,
                      prefetch: int = 0) -> Iterator[tuple[Any, np.ndarray, np.ndarray, np.ndarray]]:
@@ -374,5 +406,5 @@ class PoseEstimator:
             key, b, center, scale = context
             return (key, b, *(empty if heatmaps is None else self.decode(heatmaps, center, scale)))
 
-        return overlapped(enumerate(images), prepare, self.heatmaps, finish, batch_size=self.batch_size,
+        return overlapped(enumerate(images), prepare, self.outputs, finish, batch_size=self.batch_size,
                           workers=workers, prefetch=prefetch)

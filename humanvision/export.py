@@ -69,6 +69,7 @@ __all__ = [
     "QuantizationError",
     "QuantizeReport",
     "ScoreGraph",
+    "VolumetricGraph",
     "calibration_crops",
     "check_crops",
     "check_parity",
@@ -81,11 +82,13 @@ __all__ = [
     "export_parsing_onnx",
     "export_pct_onnx",
     "export_person_onnx",
+    "export_volumetric_onnx",
     "person_crops",
     "quantization_parity",
     "quantize_onnx",
     "realish_crops",
     "realish_frames",
+    "ring_views",
     "square_crops",
     "write_metadata",
 ]
@@ -255,8 +258,8 @@ def realish_crops(transform, n: int = 2, seed: int = 0) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------------------------------- parity
-def check_parity(module: nn.Module, path: str | Path, inputs: dict[str, torch.Tensor],
-                 tolerance: float = 1e-4, rel_tolerance: float = 1e-3, *, input_name: str = INPUT_NAME,
+def check_parity(module: nn.Module, path: str | Path, inputs: dict[str, Any],
+                 tolerance: float = 1e-4, rel_tolerance: float = 1e-3, *, input_name: str | Sequence[str] = INPUT_NAME,
                  output_name: str | Sequence[str] = OUTPUT_NAME) -> dict[str, Any]:
     """Run ``module`` (fp32, eval) and the ONNX file on each named input batch (onnxruntime, CPU); returns the
     largest absolute differences. Raises :class:`ParityError` when one exceeds ``tolerance`` (times the largest
@@ -266,7 +269,8 @@ def check_parity(module: nn.Module, path: str | Path, inputs: dict[str, torch.Te
     of it).
 
     A module with several outputs (a tuple, in the order of ``output_name``, a list) is compared output by output
-    (keys ``input/output``)."""
+    (keys ``input/output``); one with several inputs (``input_name`` a list) takes a tuple per named batch
+    (floating tensors are fed as float32 unless they are float64)."""
     import onnxruntime as ort
 
     names = [output_name] if isinstance(output_name, str) else list(output_name)
@@ -274,17 +278,21 @@ def check_parity(module: nn.Module, path: str | Path, inputs: dict[str, torch.Te
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     diffs, peaks, batches = {}, {}, {}
     for name, x in inputs.items():
+        xs = tuple(t if t.dtype in (torch.float64, torch.bool) or not t.is_floating_point() else t.float()
+                   for t in (x if isinstance(x, tuple) else (x,)))
+        in_names = [input_name] if isinstance(input_name, str) else list(input_name)
         with torch.no_grad():
-            refs = module(x.float())
+            refs = module(*xs)
         refs = [refs] if isinstance(refs, torch.Tensor) else list(refs)
-        outs = session.run(names, {input_name: x.float().numpy()})
+        outs = session.run(names, {n: t.numpy() for n, t in zip(in_names, xs, strict=True)})
+        x = xs[0]
         for out_name, ref, out in zip(names, refs, outs, strict=True):
             key = name if len(names) == 1 else f"{name}/{out_name}"
-            ref = ref.float().numpy()
+            ref = ref.numpy() if ref.dtype == torch.float64 else ref.float().numpy()
             if out.shape != ref.shape:
                 raise ParityError(f"{path}: onnxruntime {out_name} shape {out.shape} != PyTorch {ref.shape} ({name} "
                                   f"inputs, batch {len(x)})")
-            diffs[key] = float(np.abs(out.astype(np.float32) - ref).max())
+            diffs[key] = float(np.abs(out.astype(ref.dtype) - ref).max())
             peaks[key] = float(np.abs(ref).max())
             batches[key] = len(x)
     report = {"max_abs_diff": diffs, "reference_max_abs": peaks, "batch_sizes": batches, "tolerance": tolerance,
@@ -301,13 +309,17 @@ def check_parity(module: nn.Module, path: str | Path, inputs: dict[str, torch.Te
     return report
 
 
-def _export_checked(graph: nn.Module, example: torch.Tensor, out: Path, meta: dict[str, Any],
-                    parity_inputs: Callable[[], dict[str, torch.Tensor]] | None, tolerance: float,
-                    output_name: str | Sequence[str]) -> dict[str, Any]:
-    """Trace ``graph`` on ``example`` into ``out`` (dynamic batch), check onnxruntime against it on
-    ``parity_inputs()`` (``None``: no check; a failure renames the file ``*.onnx.failed``) and write ``meta`` with
-    the parity report into the file. Returns the report."""
+def _export_checked(graph: nn.Module, example: torch.Tensor | tuple[torch.Tensor, ...], out: Path,
+                    meta: dict[str, Any], parity_inputs: Callable[[], dict[str, Any]] | None, tolerance: float,
+                    output_name: str | Sequence[str], input_names: Sequence[str] = (INPUT_NAME,),
+                    dynamic_batch: bool = True) -> dict[str, Any]:
+    """Trace ``graph`` on ``example`` (one tensor, or one per name of ``input_names``) into ``out`` (dynamic batch
+    unless ``dynamic_batch=False``), check onnxruntime against it on ``parity_inputs()`` (``None``: no check; a
+    failure renames the file ``*.onnx.failed``) and write ``meta`` with the parity report into the file. Returns
+    the report."""
     names = [output_name] if isinstance(output_name, str) else list(output_name)
+    example = example if isinstance(example, tuple) else (example,)
+    axes = {n: {0: "batch"} for n in [*input_names, *names]} if dynamic_batch else None
     # torch.onnx.export restores graph.train(graph.training) after tracing, and a freshly built wrapper is in
     # training mode: without this, a head whose BatchNorm the method does not pin to eval (PCT's) would give the
     # parity check batch statistics while the graph holds the running ones
@@ -316,14 +328,14 @@ def _export_checked(graph: nn.Module, example: torch.Tensor, out: Path, meta: di
     try:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")  # tracer warnings on the models' own shape checks
-            torch.onnx.export(graph, (example,), str(out), dynamo=False, opset_version=meta["export"]["opset"],
-                              input_names=[INPUT_NAME], output_names=names,
-                              dynamic_axes={INPUT_NAME: {0: "batch"}, **{n: {0: "batch"} for n in names}},
+            torch.onnx.export(graph, example, str(out), dynamo=False, opset_version=meta["export"]["opset"],
+                              input_names=list(input_names), output_names=names, dynamic_axes=axes,
                               do_constant_folding=True)
         parity: dict[str, Any] = {}
         if parity_inputs is not None:
             try:
-                parity = check_parity(graph, out, parity_inputs(), tolerance, output_name=output_name)
+                parity = check_parity(graph, out, parity_inputs(), tolerance, output_name=output_name,
+                                      input_name=input_names[0] if len(input_names) == 1 else list(input_names))
             except ParityError as e:
                 failed = out.with_name(out.name + ".failed")
                 out.replace(failed)
@@ -714,6 +726,102 @@ def export_algebraic_onnx(method, out: str | Path, *, bbox_scale: float = 1.0, b
                                  names if len(names) > 1 else names[0])
     finally:
         method.to(dtype)
+        method.train(was_training)
+    return ExportReport(out, meta, parity, time.perf_counter() - t0)
+
+
+# ---------------------------------------------------------------------------- multi-view (volumetric, ContextPose)
+class VolumetricGraph(nn.Module):
+    """A volumetric method's whole :meth:`~humanvision.methods.volumetric.VolumetricTriangulation.predict` without
+    rotation: ``images (1, V, 3, S, S)``, ``proj (1, V, 3, 4)`` crop-pixel cameras (float64), ``base_point (1, 3)``
+    (float64), ``view_mask (1, V)`` -> ``keypoints_3d (1, J, 3)`` float64 world."""
+
+    def __init__(self, method: nn.Module) -> None:
+        super().__init__()
+        self.method = method
+
+    def forward(self, images: torch.Tensor, proj: torch.Tensor, base_point: torch.Tensor,
+                view_mask: torch.Tensor) -> torch.Tensor:
+        angle = torch.zeros(images.shape[0], dtype=torch.float64, device=images.device)
+        return self.method.predict(images, proj, base_point, view_mask, angle=angle)["keypoints_3d"]
+
+
+def ring_views(views: int, size: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(1, 3)`` base point and ``(1, views, 3, 4)`` crop cameras of a ring of ``views`` cameras 4 m around it,
+    each looking at it (for the parity inputs of a volumetric export)."""
+    from humanvision.geometry.camera import Camera
+
+    rng = np.random.default_rng(seed)
+    base = np.array([rng.uniform(-300, 300), rng.uniform(-300, 300), 900.0])
+    angles = np.linspace(0, 2 * np.pi, views, endpoint=False) + rng.uniform(-0.3, 0.3, views)
+    proj = np.stack([Camera.look_at(base + [4000 * np.cos(a), 4000 * np.sin(a), 600 + 200 * rng.standard_normal()],
+                                    base, focal=float(size) * rng.uniform(1.2, 1.6), width=size, height=size)
+                     .projection_matrix for a in angles])
+    return torch.from_numpy(base[None]), torch.from_numpy(proj[None])
+
+
+def export_volumetric_onnx(method, out: str | Path, *, views: int = 4, bbox_scale: float = 1.0, bgr: bool = False,
+                           opset: int = 17, check: bool = True, tolerance: float = 1e-4, recipe: str | None = None,
+                           weights: str | Path | None = None) -> ExportReport:
+    """Export a :class:`~humanvision.methods.volumetric.VolumetricTriangulation` or
+    :class:`~humanvision.methods.contextpose.ContextPose` whole (format ``humanvision.multiview``, method
+    ``volumetric``, read by :class:`~humanvision.runtime.VolumetricTriangulator`) for a rig of ``views`` cameras
+    (the graph's shapes are fixed: one frame of ``views`` crops; a camera without the person is masked). The crops
+    are :func:`export_algebraic_onnx`'s (``bbox_scale``, ``bgr``); the runtime adds each crop's camera and the base
+    point. Other arguments as :func:`export_onnx` (the tolerance applies to the joints in mm)."""
+    from humanvision.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+    from humanvision.runtime.multiview import MULTIVIEW_FORMAT
+    from humanvision.skeletons import get_skeleton
+
+    if opset < 16:
+        raise ConfigError(f"--opset {opset}: the volumetric export needs opset 16 or newer (GridSample)")
+    if views < 1:
+        raise ConfigError(f"--views {views}: at least one camera")
+    out, t0 = Path(out), time.perf_counter()
+    backbone = method.backbone
+    size = int(backbone.input_size[0])
+    skeleton = get_skeleton(backbone.skeleton)
+    names = ("images", "proj", "base_point", "view_mask")
+    arch = "contextpose" if type(method).__name__ == "ContextPose" else "volumetric"
+    meta = {**_header(f"{arch}:{getattr(backbone, 'model_name', type(backbone).__name__)}", recipe, weights,
+                      MULTIVIEW_FORMAT),
+            "method": "volumetric", "architecture": arch,
+            "input": {**_input_contract((size, size), IMAGENET_MEAN, IMAGENET_STD), "name": "images",
+                      "shape": [1, views, 3, size, size], "color": "BGR" if bgr else "RGB", "views": int(views),
+                      "proj": "(1, V, 3, 4) float64, each camera's P moved into its crop",
+                      "base_point": "(1, 3) float64 world, the cuboid's centre",
+                      "view_mask": "(1, V) bool, False for a camera without the person"},
+            "output": {"name": "keypoints_3d", "shape": [1, skeleton.num_joints, 3], "dtype": "float64"},
+            "crop": {"box_format": "xywh, rounded to integer pixels", "shape": "square",
+                     "scale": float(bbox_scale), "rule": "side int(scale x longer side) about the integer centre "
+                     "((left + right) // 2, (top + bottom) // 2), zero outside the image",
+                     "interpolation": "area"},
+            "volume": {"cuboid_side": float(method.cuboid_side), "size": int(method.volume_size),
+                       "aggregation": method.aggregation, "rotation": 0.0},
+            "skeleton": {"name": skeleton.name, "joints": list(skeleton.joints),
+                         "limbs": [list(map(int, limb)) for limb in skeleton.limbs]},
+            "export": {**_export_info(opset), "dynamic_axes": {}}}
+    graph = VolumetricGraph(method).eval()
+    was_training = method.training
+    method.eval().float()
+    gen = torch.Generator().manual_seed(0)
+
+    def batch(seed: int, crops: torch.Tensor | None = None, masked: int | None = None) -> tuple[torch.Tensor, ...]:
+        base, proj = ring_views(views, size, seed)
+        mask = torch.ones(1, views, dtype=torch.bool)
+        if masked is not None and views > 2:
+            mask[0, masked] = False
+        x = crops if crops is not None else torch.randn(1, views, 3, size, size, generator=gen)
+        return x, proj, base, mask
+
+    def inputs() -> dict[str, Any]:
+        realish = square_crops(size, n=views, padding=float(bbox_scale))[None]
+        return {"random": batch(1), "realish": batch(2, realish, masked=views - 1)}
+
+    try:
+        parity = _export_checked(graph, batch(0), out, meta, inputs if check else None, tolerance, "keypoints_3d",
+                                 input_names=names, dynamic_batch=False)
+    finally:
         method.train(was_training)
     return ExportReport(out, meta, parity, time.perf_counter() - t0)
 

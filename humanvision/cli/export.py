@@ -33,6 +33,8 @@ def export(config: Path = typer.Argument(..., help="YAML recipe the weights were
                                                    help="Folder of images for --int8 static (each cropped whole "
                                                         "with the exported preprocessing; at most 64)."),
            set_: list[str] = typer.Option([], "--set", help=SET_HELP),
+           views: int = typer.Option(4, "--views", help="Volumetric / ContextPose recipes: the number of cameras the "
+                                                        "exported graph takes (its shapes are fixed)."),
            densepose: bool = typer.Option(False, "--densepose",
                                           help="HCMoCo recipes: also write rgb_encoder_densepose.pkl, the RGB "
                                                "encoder as detectron2's DensePose loads it (MODEL.WEIGHTS)."),
@@ -45,7 +47,8 @@ def export(config: Path = typer.Argument(..., help="YAML recipe the weights were
     models (same contract; its differences from fp32 are printed). Re-id and attribute recipes give
     ReIDEmbedder / AttributeClassifier files, monocular 3D recipes MonocularPose3D, rgb / depth parsing recipes
     HumanParser, algebraic triangulation recipes MultiViewTriangulator (per-view network; the DLT runs in numpy),
-    A2J recipes A2JPose.
+    volumetric and ContextPose recipes VolumetricTriangulator (the whole method for ``--views`` cameras), A2J
+    recipes A2JPose.
 
     A pre-training recipe exports its encoders instead, as plain state dicts the downstream recipes' ``init``
     takes: HAP / MAE -> a timm ViT (``--out encoder.pth`` or ``.safetensors``); HCMoCo -> ``rgb_encoder.pth`` and
@@ -57,7 +60,19 @@ def export(config: Path = typer.Argument(..., help="YAML recipe the weights were
     from humanvision.cli.pose import _load_recipe
     from humanvision.errors import ConfigError, HumanVisionError
     from humanvision.export import export_onnx, quantize_onnx
-    from humanvision.methods import a2j, algebraic, attributes, hap, hcmoco, monocular3d, parsing, pct, reid
+    from humanvision.methods import (
+        a2j,
+        algebraic,
+        attributes,
+        contextpose,
+        hap,
+        hcmoco,
+        monocular3d,
+        parsing,
+        pct,
+        reid,
+        volumetric,
+    )
     from humanvision.methods.topdown import TopDownRecipe, build_method, build_transform
 
     if hap.is_hap_recipe(config) or hcmoco.is_hcmoco_recipe(config):  # pre-training: the encoders, as state dicts
@@ -88,6 +103,10 @@ def export(config: Path = typer.Argument(..., help="YAML recipe the weights were
         if parsing.is_parsing_recipe(recipe):
             _export_parsing(recipe, weights, out, opset=opset, check=check, tolerance=tolerance, int8=int8,
                             flip=flip)
+            return
+        if volumetric.is_volumetric_recipe(recipe) or contextpose.is_contextpose_recipe(recipe):
+            _export_volumetric(recipe, weights, out, views=views, opset=opset, check=check, tolerance=tolerance,
+                               int8=int8)
             return
         if algebraic.is_algebraic_recipe(recipe):
             _export_algebraic(recipe, weights, out, opset=opset, check=check, tolerance=tolerance, int8=int8)
@@ -289,6 +308,30 @@ def _export_pct(recipe, weights: Path, out: Path, *, opset: int, check: bool, to
         "crop": f"padding {m['crop']['padding']}, non-UDP affine",
         "outputs": "keypoints (crop pixels, tokens softly decoded in the graph) and a pose score",
         "flip test": f"by the runtime, default {'on' if m['flip_test']['default'] else 'off'}",
+    }
+    _print_report(f"{recipe.name} -> {report.path}", rows, report)
+
+
+def _export_volumetric(recipe, weights: Path, out: Path, *, views: int, opset: int, check: bool, tolerance: float,
+                       int8: str | None) -> None:
+    """A volumetric / ContextPose recipe -> its ONNX file (the whole method for ``views`` cameras) and a table."""
+    from humanvision.errors import ConfigError
+    from humanvision.methods import contextpose, volumetric
+
+    if int8 is not None:
+        raise ConfigError("--int8 applies to 2D pose models only; volumetric models export in fp32")
+    task = contextpose if contextpose.is_contextpose_recipe(recipe) else volumetric
+    report = task.export_onnx(recipe, weights, out, views=views, opset=opset, check=check, tolerance=tolerance)
+    m = report.metadata
+    v = m["volume"]
+    rows = {
+        "model": f"{m['model']} ({m['skeleton']['name']}, {len(m['skeleton']['joints'])} joints)",
+        "input": f"{m['input']['views']} crops of {m['input']['size'][0]}x{m['input']['size'][1]} "
+                 f"{m['input']['color']}, their crop cameras, a base point and a view mask (fixed shapes)",
+        "crop": f"square, {m['crop']['scale']:g} x the longer box side, area resize",
+        "volume": f"{v['size']}^3 over {v['cuboid_side']:g} mm about the base point, {v['aggregation']} "
+                  "aggregation, no rotation",
+        "output": "keypoints_3d (world mm, float64)",
     }
     _print_report(f"{recipe.name} -> {report.path}", rows, report)
 

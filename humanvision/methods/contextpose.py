@@ -721,6 +721,17 @@ def evaluate_contextpose(method: ContextPose, dataset: SingleViewCrops, *, batch
                             [all_subjects[i] for i in idx], primary="contextpose", extra=extra, out_dir=out_dir)
 
 
+def export_onnx(recipe: ContextPoseRecipe, weights: str | Path, out: str | Path, *, views: int = 4, **kwargs: Any):
+    """``humanvision export`` of a contextpose recipe: the trained method whole (2D network, unprojection,
+    aggregation, V2V, soft-argmax) as ONNX for a rig of ``views`` cameras, with the crop contract
+    (``data.bbox_scale``, ``data.bgr``), read by :class:`humanvision.runtime.VolumetricTriangulator`. ``kwargs``: those
+    of :func:`humanvision.export.export_volumetric_onnx`."""
+    from humanvision.export import export_volumetric_onnx
+
+    return export_volumetric_onnx(build_method(recipe, weights), out, views=views, bbox_scale=recipe.data.bbox_scale,
+                                  bgr=recipe.data.bgr, recipe=recipe.name, weights=weights, **kwargs)
+
+
 def evaluate_weights(recipe: ContextPoseRecipe, weights: str | Path, out_dir: str | Path | None = None
                      ) -> dict[str, Any]:
     """``humanvision eval`` of a ContextPose recipe: ``weights`` (a run of this method: its limb statistics come

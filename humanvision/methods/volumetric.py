@@ -761,6 +761,17 @@ def evaluate_volumetric(method: VolumetricTriangulation, dataset: WithBasePoints
                             extra={"base_pelvis_error": base_err}, out_dir=out_dir)
 
 
+def export_onnx(recipe: VolumetricRecipe, weights: str | Path, out: str | Path, *, views: int = 4, **kwargs: Any):
+    """``humanvision export`` of a volumetric recipe: the trained method whole (2D network, unprojection,
+    aggregation, V2V, soft-argmax) as ONNX for a rig of ``views`` cameras, with the crop contract
+    (``data.bbox_scale``, ``data.bgr``), read by :class:`humanvision.runtime.VolumetricTriangulator`. ``kwargs``: those
+    of :func:`humanvision.export.export_volumetric_onnx`."""
+    from humanvision.export import export_volumetric_onnx
+
+    return export_volumetric_onnx(build_method(recipe, weights), out, views=views, bbox_scale=recipe.data.bbox_scale,
+                                  bgr=recipe.data.bgr, recipe=recipe.name, weights=weights, **kwargs)
+
+
 def evaluate_weights(recipe: VolumetricRecipe, weights: str | Path, out_dir: str | Path | None = None
                      ) -> dict[str, Any]:
     """``humanvision eval`` of a volumetric recipe: ``weights`` on the validation subjects (synthesised first for

@@ -7,7 +7,8 @@ are all it needs. The package's core dependencies still name torch, so on a mach
 :class:`ReIDEmbedder` and :class:`AttributeClassifier` do the same for exported re-id and pedestrian-attribute
 models (:mod:`humanvision.runtime.person`), :class:`MonocularPose3D` for monocular 3D pose networks
 (:mod:`humanvision.runtime.pose3d`), :class:`HumanParser` for human parsing (:mod:`humanvision.runtime.parsing`),
-:class:`MultiViewTriangulator` for multi-view algebraic triangulation (:mod:`humanvision.runtime.multiview`) and
+:class:`MultiViewTriangulator` for multi-view algebraic triangulation and :class:`VolumetricTriangulator` for the volumetric
+methods (:mod:`humanvision.runtime.multiview`) and
 :class:`A2JPose` for A2J on depth maps (:mod:`humanvision.runtime.a2j`).
 Person detectors (:mod:`~humanvision.runtime.detectors`: ONNX YOLOX / RTMDet, box files, the whole image),
 tracking and One-Euro smoothing (:mod:`~humanvision.runtime.tracking`) and robust video reading with tracked
@@ -24,7 +25,12 @@ from humanvision.runtime.detectors import (
     WholeImageDetector,
     load_detector,
 )
-from humanvision.runtime.multiview import MULTIVIEW_FORMAT, MultiViewTriangulator, check_multiview_metadata
+from humanvision.runtime.multiview import (
+    MULTIVIEW_FORMAT,
+    MultiViewTriangulator,
+    VolumetricTriangulator,
+    check_multiview_metadata,
+)
 from humanvision.runtime.parsing import PARSING_FORMAT, HumanParser, check_parsing_metadata
 from humanvision.runtime.person import (
     PERSON_FORMAT,
@@ -76,6 +82,7 @@ __all__ = [
     "VideoError",
     "VideoFrames",
     "VideoPoseTracks",
+    "VolumetricTriangulator",
     "WholeImageDetector",
     "check_a2j_metadata",
     "check_metadata",

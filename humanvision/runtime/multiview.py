@@ -12,7 +12,8 @@ calibrated cameras,
     confidences normalised over the available views + 1e-5 (or 1 per view) -> one weighted DLT per joint
     (float64) -> 3D joints in the cameras' world frame,
 
-the same numbers as the PyTorch path.
+the same numbers as the PyTorch path. Volumetric and ContextPose exports run whole in the graph
+(:class:`VolumetricTriangulator`: the crops, their cameras and a base point in, the 3D joints out).
 
 >>> from humanvision.runtime import MultiViewTriangulator
 >>> tri = MultiViewTriangulator("lt_algebraic.onnx")                               # doctest: +SKIP
@@ -32,7 +33,8 @@ import numpy as np
 from humanvision.errors import DataError
 from humanvision.runtime.pose import MetadataError, check_format, open_session
 
-__all__ = ["MULTIVIEW_FORMAT", "MultiViewTriangulator", "check_multiview_metadata", "dlt", "square_crop_box"]
+__all__ = ["MULTIVIEW_FORMAT", "MultiViewTriangulator", "VolumetricTriangulator", "check_multiview_metadata", "dlt",
+           "square_crop_box"]
 
 MULTIVIEW_FORMAT = "humanvision.multiview"
 
@@ -41,16 +43,21 @@ def check_multiview_metadata(meta: Any, path: str | Path = "<metadata>") -> dict
     """Validate a multi-view model's metadata (format, version, the keys and values the runtime uses)."""
     check_format(meta, MULTIVIEW_FORMAT, "MultiViewTriangulator", path)
     try:
-        inp, out, crop, dec = meta["input"], meta["output"], meta["crop"], meta["decode"]
+        inp, out, crop, dec = meta["input"], meta["output"], meta["crop"], meta.get("decode", {})
+        j = len(meta["skeleton"]["joints"])
         checks = {
-            "method": meta["method"] == "algebraic",
+            "method": meta["method"] in ("algebraic", "volumetric"),
             "input.size": len(inp["size"]) == 2 and int(inp["size"][0]) == int(inp["size"][1]) > 1,
             "input.color": inp["color"] in ("RGB", "BGR"),
-            "output.shape": len(out["shape"]) == 4 and int(out["shape"][1]) == len(meta["skeleton"]["joints"]),
             "crop.scale": float(crop["scale"]) > 0,
-            "decode.soft_argmax_beta": float(dec["soft_argmax_beta"]) > 0,
-            "decode.stride": len(dec["stride"]) == 2,
         }
+        if meta["method"] == "algebraic":
+            checks.update({"output.shape": len(out["shape"]) == 4 and int(out["shape"][1]) == j,
+                           "decode.soft_argmax_beta": float(dec["soft_argmax_beta"]) > 0,
+                           "decode.stride": len(dec["stride"]) == 2})
+        else:
+            checks.update({"output.shape": [int(v) for v in out["shape"]] == [1, j, 3],
+                           "input.views": int(inp["views"]) >= 1})
     except (KeyError, TypeError, ValueError) as e:
         raise MetadataError(f"missing or malformed entry ({type(e).__name__}: {e})", file=str(path),
                             field="metadata") from None
@@ -97,19 +104,11 @@ def dlt(P: np.ndarray, uv: np.ndarray, w: np.ndarray) -> np.ndarray:
     return out
 
 
-class MultiViewTriangulator:
-    """An algebraic-triangulation model exported by ``humanvision export``, on onnxruntime.
+class _MultiViewModel:
+    """What both multi-view runtimes share: the session, the metadata of method :attr:`method` and the per-view
+    crops with their crop-frame cameras."""
 
-    Args:
-        model: the ``.onnx`` file.
-        providers, session_options: as :class:`~humanvision.runtime.PoseEstimator`.
-
-    ``__call__(images, boxes, projections)``: ``images`` V ``(H, W, 3)`` uint8 RGB arrays (``None`` for a view
-    without the person), ``boxes`` V xywh person boxes (``None`` with the missing views), ``projections`` ``(V, 3,
-    4)`` camera matrices ``K [R | t]`` of the full images -> ``keypoints_3d (J, 3)`` (world frame of the
-    matrices), ``keypoints_2d (V, J, 2)`` crop pixels, ``weights (V, J)`` (the DLT weights), ``crop_boxes (V, 4)``
-    (ltrb, zeros for missing views) and ``crop_projections (V, 3, 4)``.
-    """
+    method = ""
 
     def __init__(self, model: str | Path, *, providers: Sequence[str] | None = None,
                  session_options: Any = None) -> None:
@@ -117,9 +116,11 @@ class MultiViewTriangulator:
         self.session, self.providers, self.metadata = open_session(self.path, providers, session_options,
                                                                    check_multiview_metadata)
         m = self.metadata
+        if m["method"] != self.method:
+            other = {"algebraic": "MultiViewTriangulator", "volumetric": "VolumetricTriangulator"}[m["method"]]
+            raise MetadataError(f"this is a {m['method']} model; open it with {other}", file=str(self.path),
+                                field="metadata.method")
         self.input_name = m["input"]["name"]
-        self.output_names = [m["output"]["name"]] + ([m["output"]["confidences"]] if m["output"]["confidences"]
-                                                     else [])
         self.size = int(m["input"]["size"][0])
         self.joint_names = list(m["skeleton"]["joints"])
         self._bgr = m["input"]["color"] == "BGR"
@@ -128,8 +129,8 @@ class MultiViewTriangulator:
         self._offset = -np.asarray(m["input"]["mean"], dtype=np.float32) / std
 
     def __repr__(self) -> str:
-        return (f"MultiViewTriangulator({str(self.path)!r}, model={self.metadata.get('model')!r}, input={self.size}, "
-                f"confidences={len(self.output_names) == 2}, providers={self.providers})")
+        return (f"{type(self).__name__}({str(self.path)!r}, model={self.metadata.get('model')!r}, "
+                f"input={self.size}, providers={self.providers})")
 
     def _views(self, images: Sequence[Any], boxes: Sequence[Any], projections: Any
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -169,6 +170,29 @@ class MultiViewTriangulator:
             crop_p[c] = k @ P[c]
         return crops, mask, ltrb, crop_p
 
+
+class MultiViewTriangulator(_MultiViewModel):
+    """An algebraic-triangulation model exported by ``humanvision export``, on onnxruntime.
+
+    Args:
+        model: the ``.onnx`` file.
+        providers, session_options: as :class:`~humanvision.runtime.PoseEstimator`.
+
+    ``__call__(images, boxes, projections)``: ``images`` V ``(H, W, 3)`` uint8 RGB arrays (``None`` for a view
+    without the person), ``boxes`` V xywh person boxes (``None`` with the missing views), ``projections`` ``(V, 3,
+    4)`` camera matrices ``K [R | t]`` of the full images -> ``keypoints_3d (J, 3)`` (world frame of the
+    matrices), ``keypoints_2d (V, J, 2)`` crop pixels, ``weights (V, J)`` (the DLT weights), ``crop_boxes (V, 4)``
+    (ltrb, zeros for missing views) and ``crop_projections (V, 3, 4)``.
+    """
+
+    method = "algebraic"
+
+    def __init__(self, model: str | Path, **kwargs: Any) -> None:
+        super().__init__(model, **kwargs)
+        m = self.metadata
+        self.output_names = [m["output"]["name"]] + ([m["output"]["confidences"]] if m["output"]["confidences"]
+                                                     else [])
+
     def soft_argmax(self, heatmaps: np.ndarray) -> np.ndarray:
         """``(..., J, h, w)`` -> crop pixels ``(..., J, 2)``: expected cell of softmax(beta x map), times stride."""
         d = self.metadata["decode"]
@@ -197,3 +221,38 @@ class MultiViewTriangulator:
             weights = np.repeat(mask[:, None].astype(np.float64), j, 1)
         return {"keypoints_3d": dlt(crop_p, uv, weights), "keypoints_2d": uv, "weights": weights,
                 "crop_boxes": ltrb, "crop_projections": crop_p}
+
+
+class VolumetricTriangulator(_MultiViewModel):
+    """A volumetric (Learnable Triangulation ``vol``) or ContextPose model exported by ``humanvision export``, on
+    onnxruntime. The whole method is the graph (2D network, unprojection into the cuboid about the base point,
+    aggregation over views, V2V and the 3D soft-argmax), for the fixed number of cameras it was exported for
+    (``metadata["input"]["views"]``; a camera without the person is masked out).
+
+    ``__call__(images, boxes, projections, base_point)``: as :class:`MultiViewTriangulator`, plus ``base_point (3,)``,
+    the cuboid's centre in the world frame (the pelvis, e.g. from a :class:`MultiViewTriangulator` run, whose
+    ``keypoints_3d[root]`` is LT's base point) -> ``keypoints_3d (J, 3)`` float64 world, ``crop_boxes``,
+    ``crop_projections``.
+    """
+
+    method = "volumetric"
+
+    def __init__(self, model: str | Path, **kwargs: Any) -> None:
+        super().__init__(model, **kwargs)
+        self.views = int(self.metadata["input"]["views"])
+
+    def __call__(self, images: Sequence[Any], boxes: Sequence[Any], projections: Any,
+                 base_point: Any) -> dict[str, np.ndarray]:
+        if len(images) != self.views:
+            raise DataError(f"this model was exported for {self.views} cameras, got {len(images)} images (pass "
+                            "None for a camera without the person, or export again with --views)", field="images")
+        base = np.asarray(base_point, dtype=np.float64).reshape(-1)
+        if base.shape != (3,) or not np.isfinite(base).all():
+            raise DataError(f"expected a finite (3,) base point, got {np.shape(base_point)}", field="base_point")
+        crops, mask, ltrb, crop_p = self._views(images, boxes, projections)
+        if not mask.any():
+            raise DataError("no view shows the person", field="images")
+        names = [i.name for i in self.session.get_inputs()]
+        feed = dict(zip(names, (crops[None], crop_p[None], base[None], mask[None]), strict=True))
+        out = self.session.run([self.metadata["output"]["name"]], feed)[0]
+        return {"keypoints_3d": np.asarray(out[0], np.float64), "crop_boxes": ltrb, "crop_projections": crop_p}

@@ -565,67 +565,96 @@ def export_person_onnx(method, out: str | Path, *, task: str, size: tuple[int, i
 
 # --------------------------------------------------------------------------------------------------- parsing
 class LogitsGraph(nn.Module):
-    """A single-modality parsing network's class logits ``(B, K, h, w)``."""
+    """A parsing network's class logits ``(B, K, h, w)`` for ``mode``: a single-modality network's output, or one
+    output of an rgbd network (``fused`` takes ``(rgb, depth)``; ``rgb`` / ``depth`` one input)."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, mode: str | None = None) -> None:
         super().__init__()
-        self.model = model
+        self.model, self.mode = model, mode
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)
+    def forward(self, x: torch.Tensor, depth: torch.Tensor | None = None) -> torch.Tensor:
+        if self.mode is None:
+            return self.model(x)
+        if self.mode == "fused":
+            return self.model.forward_modes(x, depth, ("fused",))["fused"]
+        return self.model.forward_modes(x if self.mode == "rgb" else None, x if self.mode == "depth" else None,
+                                        (self.mode,))[self.mode]
+
+
+DEPTH_INPUT = ("millimetres (H, W); metres minus the mean of the nonzero pixels of the whole frame (background "
+               "stays 0), replicated to 3 channels")
 
 
 def export_parsing_onnx(method, out: str | Path, *, input_size: tuple[int, int], flip_test: bool = True,
-                        opset: int = 17, check: bool = True, tolerance: float = 1e-4, recipe: str | None = None,
-                        weights: str | Path | None = None, trace_batch: int = 2) -> ExportReport:
-    """Export a single-modality :class:`~humanvision.methods.parsing.ParsingMethod` (``rgb`` or ``depth``) to ``out``
-    with the evaluation's contract (format ``humanvision.parsing``, read by
-    :class:`~humanvision.runtime.HumanParser`): the whole frame resized to ``input_size = (h, w)`` (RGB bilinear
-    and ImageNet-normalised; depth: millimetres -> metres minus the mean of the nonzero pixels on the whole
-    frame, nearest, replicated to 3 channels), the graph's logits, the flip test (left / right classes swapped
-    by ``flip_perm``; ``flip_test`` is the runtime's default), bilinear upsampling of the logits to the output size
-    and the argmax; the class names and palette ride along. Other arguments as :func:`export_onnx`."""
+                        mode: str | None = None, opset: int = 17, check: bool = True, tolerance: float = 1e-4,
+                        recipe: str | None = None, weights: str | Path | None = None,
+                        trace_batch: int = 2) -> ExportReport:
+    """Export a :class:`~humanvision.methods.parsing.ParsingMethod` to ``out`` with the evaluation's contract
+    (format ``humanvision.parsing``, read by :class:`~humanvision.runtime.HumanParser`): the whole frame resized to
+    ``input_size = (h, w)`` (RGB bilinear and ImageNet-normalised; depth: millimetres -> metres minus the mean of the
+    nonzero pixels on the whole frame, nearest, replicated to 3 channels), the graph's logits, the flip test (left /
+    right classes swapped by ``flip_perm``; ``flip_test`` is the runtime's default), bilinear upsampling of the
+    logits to the output size and the argmax; the class names and palette ride along.
+
+    An rgbd model exports one output, ``mode`` (default its ``supervise`` output): ``fused`` takes both inputs
+    (``rgb``, ``depth``; modality ``rgbd``), ``rgb`` / ``depth`` that encoder alone (modality ``rgb`` / ``depth``).
+    Other arguments as :func:`export_onnx`."""
     from humanvision.data.transforms import IMAGENET_MEAN, IMAGENET_STD
     from humanvision.methods.parsing import _class_names, parsing_palette
     from humanvision.runtime.parsing import PARSING_FORMAT
 
-    if method.modality == "rgbd":
-        raise ConfigError("export: rgbd parsing models (two inputs) are not exported yet; export an rgb or a depth "
-                          "model")
     if opset < 13:
         raise ConfigError(f"--opset {opset}: humanvision exports need opset 13 or newer")
+    rgbd = method.modality == "rgbd"
+    mode = (mode or method.supervise) if rgbd else None
+    if rgbd and mode not in ("fused", "rgb", "depth"):
+        raise ConfigError(f"mode {mode!r}: an rgbd model exports 'fused', 'rgb' or 'depth'")
+    modality = ("rgbd" if mode == "fused" else mode) if rgbd else method.modality
     out, t0 = Path(out), time.perf_counter()
     model = method.model
     h, w = (int(v) for v in input_size)
     k = int(model.num_classes)
-    graph = LogitsGraph(model).eval()
+    graph = LogitsGraph(model, mode).eval()
     was_training, dtype = method.training, next(model.parameters()).dtype
     method.eval().float()
     gen = torch.Generator().manual_seed(0)
-    example = torch.randn(trace_batch, 3, h, w, generator=gen)
+
+    def draw(n: int) -> tuple[torch.Tensor, ...]:
+        x = torch.randn(n, 3, h, w, generator=gen)
+        return (x, torch.randn(n, 3, h, w, generator=gen)) if modality == "rgbd" else (x,)
+
+    example = draw(trace_batch)
     with torch.no_grad():
-        logits_shape = list(graph(example).shape[1:])
-    rgb = method.modality == "rgb"
-    inp = _input_contract((w, h), IMAGENET_MEAN, IMAGENET_STD) if rgb else {
-        **_input_contract((w, h), (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)), "color": "depth",
-        "pixel_scale": 1000.0, "depth": "millimetres (H, W); metres minus the mean of the nonzero pixels of the "
-                                        "whole frame (background stays 0), replicated to 3 channels"}
+        logits_shape = list(graph(*example).shape[1:])
+    rgb_input = _input_contract((w, h), IMAGENET_MEAN, IMAGENET_STD)
+    depth_input = {**_input_contract((w, h), (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)), "color": "depth",
+                   "pixel_scale": 1000.0, "depth": DEPTH_INPUT}
+    inp = {"rgb": rgb_input, "depth": depth_input}.get(modality)
+    if modality == "rgbd":
+        inp = {**rgb_input, "depth_input": {**depth_input, "name": "depth"}}
+    names = (INPUT_NAME, "depth") if modality == "rgbd" else (INPUT_NAME,)
     meta = {**_header(getattr(model, "model_name", type(model).__name__), recipe, weights, PARSING_FORMAT),
-            "modality": method.modality, "input": inp,
-            "resize": {"frame": "whole", "interpolation": "bilinear" if rgb else "nearest"},
+            "modality": modality, "output_mode": mode, "input": inp,
+            "resize": {"frame": "whole", "interpolation": "nearest" if modality == "depth" else "bilinear",
+                       "depth_interpolation": "nearest"},
             "output": {"name": "logits", "shape": ["batch", *logits_shape], "kind": "logits",
                        "upsample": "bilinear, align_corners=False, to the output size (default the frame's)",
                        "classes": _class_names(k), "palette": parsing_palette()[:k].tolist()},
             "flip_test": {"default": bool(flip_test),
                           "flip_perm": [int(i) for i in method.flip_perm.tolist()]},
-            "export": _export_info(opset, "logits")}
+            "export": _export_info(opset, *names, "logits")}
 
-    def inputs() -> dict[str, torch.Tensor]:
-        return {"random": torch.randn(trace_batch + 1, 3, h, w, generator=gen),
-                "realish": realish_frames((h, w), rgb)}
+    def inputs() -> dict[str, Any]:
+        if modality == "rgbd":
+            realish = (realish_frames((h, w), True), realish_frames((h, w), False))
+        else:
+            realish = realish_frames((h, w), modality == "rgb")
+        rand = draw(trace_batch + 1)
+        return {"random": rand if len(rand) > 1 else rand[0], "realish": realish}
 
     try:
-        parity = _export_checked(graph, example, out, meta, inputs if check else None, tolerance, "logits")
+        parity = _export_checked(graph, example if len(example) > 1 else example[0], out, meta,
+                                 inputs if check else None, tolerance, "logits", input_names=names)
     finally:
         model.to(dtype)
         method.train(was_training)

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from humanvision.cli import app
 from humanvision.data.readers.parsing import PARSING_CLASSES, Human36MParsing, NturgbdParsing
-from humanvision.errors import ConfigError, DataError
+from humanvision.errors import DataError
 from humanvision.methods import parsing as P
 from humanvision.models import create_model
 from humanvision.models.weights import save_weights
@@ -104,12 +104,14 @@ def test_depth_parser_equals_the_evaluation(tmp_path):
         parser(np.zeros((10, 10, 3), np.uint8))
 
 
-def test_bad_input_wrong_runtime_and_rgbd(tmp_path):
+def test_bad_input_and_wrong_runtime(tmp_path):
     root = write_h36m_fixture(tmp_path / "h36m")
     _, path, config, _ = exported(tmp_path, "rgb", {"source": "h36m", "root": str(root)})
     parser = HumanParser(path)
     with pytest.raises(DataError, match="uint8 RGB image"):
         parser(np.zeros((10, 10), np.uint16))
+    with pytest.raises(DataError, match="this rgb model takes one input"):
+        parser(np.zeros((10, 10, 3), np.uint8), np.zeros((10, 10)))
     with pytest.raises(DataError, match="class ids in 0..24"):
         parser.colorize(np.full((3, 3), 30))
     with pytest.raises(MetadataError, match="open it with HumanParser, not PoseEstimator"):
@@ -117,7 +119,43 @@ def test_bad_input_wrong_runtime_and_rgbd(tmp_path):
     r = invoke("export", config, "--weights", tmp_path / "model.safetensors", "--out", tmp_path / "x.onnx",
                "--int8", "static", "--calibration", tmp_path)
     assert r.exit_code == 1 and "--int8 applies to 2D pose models only" in " ".join(r.output.split())
-    rgbd = P.load_recipe({"model": {"name": "parsing_rgbd_hrnet_tiny"}, "parsing": {"modality": "rgbd"},
-                          "data": {"source": "synthetic_nturgbd"}})
-    with pytest.raises(ConfigError, match="rgbd models .two inputs. are not exported yet"):
-        P.export_onnx(rgbd, tmp_path / "model.safetensors", tmp_path / "rgbd.onnx")
+
+
+@pytest.mark.parametrize("test_mode", ["fused", "depth"])
+def test_rgbd_parser_equals_the_evaluation(tmp_path, test_mode):
+    """An rgbd recipe exports its test_mode output: ``fused`` takes RGB and depth (two graph inputs), ``depth`` the
+    depth encoder alone (a depth model)."""
+    from humanvision.methods.parsing import prepare_synthetic
+
+    data = {"source": "synthetic_nturgbd", "synthetic_dir": str(tmp_path / "ntu"), **NTU_SYNTH}
+    root = prepare_synthetic(P.DataConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}),
+                             quiet=True)
+    method = P.ParsingMethod(_lively(create_model("parsing_rgbd_hrnet_tiny")), "rgbd").eval()
+    weights = save_weights(method, tmp_path / "model.safetensors")
+    config = tmp_path / "rgbd.yaml"
+    config.write_text(yaml.safe_dump({"name": "parsing_rgbd", "model": {"name": "parsing_rgbd_hrnet_tiny"},
+                                      "parsing": {"modality": "rgbd", "test_mode": test_mode}, "data": data,
+                                      "eval": {"input_size": INPUT}}))
+    r = invoke("export", config, "--weights", weights, "--out", tmp_path / "rgbd.onnx")
+    assert r.exit_code == 0, r.output
+    meta = read_metadata(tmp_path / "rgbd.onnx")
+    assert meta["output_mode"] == test_mode and meta["modality"] == ("rgbd" if test_mode == "fused" else "depth")
+    parser = HumanParser(tmp_path / "rgbd.onnx")
+    reader = NturgbdParsing(root, "val", with_rgb=True)
+    ds = P.ParsingImages(reader, "rgbd", tuple(INPUT))
+    for i in range(len(reader)):
+        sample = reader.load(i)
+        item = ds[i]
+        with torch.no_grad():
+            out = method.predict({"rgb": item["rgb"][None], "depth": item["depth"][None]}, (test_mode,), flip=True)
+            want = F.interpolate(out[test_mode].float(), size=sample["depth"].shape, mode="bilinear",
+                                 align_corners=False)[0].numpy()
+        if test_mode == "fused":
+            check_equal(parser.logits(sample["image"], sample["depth"]), want, parser(sample["image"], sample["depth"]))
+        else:
+            check_equal(parser.logits(sample["depth"]), want, parser(sample["depth"]))
+    if test_mode == "fused":
+        with pytest.raises(DataError, match="needs the depth map too"):
+            parser(sample["image"])
+        with pytest.raises(DataError, match="pixel-aligned"):
+            parser(sample["image"], sample["depth"][:-1])

@@ -804,16 +804,17 @@ def _eval_modes(recipe: ParsingRecipe) -> tuple[str, ...]:
 
 def export_onnx(recipe: ParsingRecipe, weights: str | Path, out: str | Path, *, flip_test: bool | None = None,
                 **kwargs: Any):
-    """``humanvision export`` of an rgb or depth parsing recipe: the trained network's logits as ONNX with the
+    """``humanvision export`` of a parsing recipe: the trained network's logits as ONNX with the
     evaluation's contract (``eval.input_size``, ``eval.flip_test`` unless ``flip_test``), read by
-    :class:`humanvision.runtime.HumanParser`. ``kwargs``: those of :func:`humanvision.export.export_parsing_onnx`."""
+    :class:`humanvision.runtime.HumanParser`; an rgbd recipe exports its ``parsing.test_mode`` output (default the
+    supervised one: ``fused`` takes both inputs). ``kwargs``: those of
+    :func:`humanvision.export.export_parsing_onnx`."""
     from humanvision.export import export_parsing_onnx
 
-    if recipe.parsing.modality == "rgbd":
-        raise ConfigError("parsing.modality: rgbd models (two inputs) are not exported yet; export an rgb or a depth "
-                          "recipe")
+    p = recipe.parsing
+    mode = (p.test_mode or p.supervise) if p.modality == "rgbd" else None
     return export_parsing_onnx(build_method(recipe, weights), out, input_size=tuple(recipe.eval.input_size),
-                               flip_test=recipe.eval.flip_test if flip_test is None else flip_test,
+                               flip_test=recipe.eval.flip_test if flip_test is None else flip_test, mode=mode,
                                recipe=recipe.name, weights=weights, **kwargs)
 
 

@@ -8,7 +8,8 @@ contract (format :data:`PARSING_FORMAT`). :class:`HumanParser` reads it and runs
     the mirrored frame in the same batch, its left / right classes swapped and flipped back, averaged) ->
     bilinear upsampling to the frame's size (or ``size``) -> argmax,
 
-the same steps as :func:`humanvision.methods.parsing.evaluate_parsing`.
+the same steps as :func:`humanvision.methods.parsing.evaluate_parsing`. An rgbd model's fused output takes both
+(``parser(rgb, depth)``).
 
 >>> from humanvision.runtime import HumanParser
 >>> parser = HumanParser("parsing.onnx")                 # doctest: +SKIP
@@ -40,7 +41,7 @@ def check_parsing_metadata(meta: Any, path: str | Path = "<metadata>") -> dict[s
         inp, out, flip = meta["input"], meta["output"], meta["flip_test"]
         k = int(out["shape"][1])
         checks = {
-            "modality": meta["modality"] in ("rgb", "depth"),
+            "modality": meta["modality"] in ("rgb", "depth", "rgbd"),
             "input.size": len(inp["size"]) == 2 and min(int(v) for v in inp["size"]) > 1,
             "input.std": len(inp["std"]) == 3 and min(inp["std"]) > 0,
             "output.shape": len(out["shape"]) == 4 and k > 1,
@@ -76,8 +77,9 @@ class HumanParser:
             ``eval.flip_test``).
         providers, session_options: as :class:`~humanvision.runtime.PoseEstimator`.
 
-    ``__call__(frame, size=None) -> (H, W) uint8`` class ids at the frame's size (or ``size = (h, w)``): ``frame``
-    an ``(H, W, 3)`` uint8 RGB image (rgb models) or an ``(H, W)`` depth map in millimetres (depth models).
+    ``__call__(frame, depth=None, size=None) -> (H, W) uint8`` class ids at the frame's size (or ``size = (h,
+    w)``): ``frame`` an ``(H, W, 3)`` uint8 RGB image (rgb models) or an ``(H, W)`` depth map in millimetres (depth
+    models); an rgbd model takes the RGB ``frame`` and its pixel-aligned ``depth``.
     :meth:`logits` gives the upsampled ``(K, H, W)`` float32 scores; :attr:`classes` names the ids.
     """
 
@@ -89,6 +91,7 @@ class HumanParser:
         m = self.metadata
         self.modality = m["modality"]
         self.input_name, self.output_name = m["input"]["name"], m["output"]["name"]
+        self.depth_name = m["input"].get("depth_input", {}).get("name")
         self.input_size = tuple(int(v) for v in m["input"]["size"])  # (w, h)
         self.classes = list(m["output"]["classes"])
         self.palette = np.asarray(m["output"]["palette"], dtype=np.uint8)
@@ -102,11 +105,24 @@ class HumanParser:
         return (f"HumanParser({str(self.path)!r}, model={self.metadata.get('model')!r}, modality={self.modality}, "
                 f"input_size={self.input_size}, classes={len(self.classes)}, flip_test={self.flip_test})")
 
-    def preprocess(self, frame: np.ndarray) -> np.ndarray:
-        """The ``(1, 3, h, w)`` float32 network input of one frame."""
+    def preprocess(self, frame: np.ndarray, depth: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """The network inputs of one frame, ``{input name: (1, 3, h, w) float32}``: an rgb or depth model's one
+        input, or an rgbd model's RGB ``frame`` and its pixel-aligned ``depth`` (millimetres)."""
+        if self.modality == "rgbd":
+            if depth is None:
+                raise DataError("an rgbd model needs the depth map too: parser(rgb, depth)", field="depth")
+            if np.shape(depth)[:2] != np.shape(frame)[:2]:
+                raise DataError(f"rgb is {np.shape(frame)[:2]} but depth {np.shape(depth)[:2]}; they must be "
+                                "pixel-aligned", field="depth")
+            return {self.input_name: self._plane(frame, "rgb"), self.depth_name: self._plane(depth, "depth")}
+        if depth is not None:
+            raise DataError(f"this {self.modality} model takes one input, got a depth map too", field="depth")
+        return {self.input_name: self._plane(frame, self.modality)}
+
+    def _plane(self, frame: np.ndarray, kind: str) -> np.ndarray:
         w, h = self.input_size
         f = np.asarray(frame) if isinstance(frame, np.ndarray) else frame
-        if self.modality == "rgb":
+        if kind == "rgb":
             if not isinstance(f, np.ndarray) or f.ndim != 3 or f.shape[2] != 3 or f.dtype != np.uint8 \
                     or 0 in f.shape:
                 raise DataError(f"expected an (H, W, 3) uint8 RGB image, got {_describe(frame)}", field="image")
@@ -121,25 +137,27 @@ class HumanParser:
         d = d if d.shape == (h, w) else cv2.resize(d, (w, h), interpolation=cv2.INTER_NEAREST)
         return np.ascontiguousarray(np.repeat(d[None, None], 3, axis=1))
 
-    def network_logits(self, x: np.ndarray) -> np.ndarray:
-        """``(1, K, h', w')`` logits of a preprocessed input, flip-averaged with the flip test."""
+    def network_logits(self, feed: dict[str, np.ndarray]) -> np.ndarray:
+        """``(1, K, h', w')`` logits of preprocessed inputs, flip-averaged with the flip test."""
         if not self.flip_test:
-            return self.session.run([self.output_name], {self.input_name: x})[0].astype(np.float32)
-        both = self.session.run([self.output_name], {self.input_name: np.concatenate([x, x[..., ::-1]])})[0]
-        both = both.astype(np.float32)
+            return self.session.run([self.output_name], feed)[0].astype(np.float32)
+        both = self.session.run([self.output_name], {k: np.concatenate([x, x[..., ::-1]]) for k, x in feed.items()})
+        both = both[0].astype(np.float32)
         return np.float32(0.5) * (both[:1] + both[1:, self.flip_perm, :, ::-1])
 
-    def logits(self, frame: np.ndarray, size: tuple[int, int] | None = None) -> np.ndarray:
+    def logits(self, frame: np.ndarray, depth: np.ndarray | None = None, size: tuple[int, int] | None = None
+               ) -> np.ndarray:
         """``(K, H, W)`` float32 logits upsampled (bilinear, half-pixel centres) to the frame's size or ``size``."""
-        x = self.preprocess(frame)
+        feed = self.preprocess(frame, depth)
         h, w = (np.asarray(frame).shape[:2] if size is None else (int(size[0]), int(size[1])))
-        z = self.network_logits(x)[0]
+        z = self.network_logits(feed)[0]
         if z.shape[1:] == (h, w):
             return z
         return np.stack([cv2.resize(c, (w, h), interpolation=cv2.INTER_LINEAR) for c in z])
 
-    def __call__(self, frame: np.ndarray, size: tuple[int, int] | None = None) -> np.ndarray:
-        return self.logits(frame, size).argmax(0).astype(np.uint8)
+    def __call__(self, frame: np.ndarray, depth: np.ndarray | None = None, size: tuple[int, int] | None = None
+                 ) -> np.ndarray:
+        return self.logits(frame, depth, size).argmax(0).astype(np.uint8)
 
     def colorize(self, labels: np.ndarray) -> np.ndarray:
         """``(H, W)`` class ids -> ``(H, W, 3)`` uint8 RGB in the export's palette."""

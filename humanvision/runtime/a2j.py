@@ -36,7 +36,7 @@ import cv2
 import numpy as np
 
 from humanvision.errors import DataError
-from humanvision.runtime.pose import MetadataError, check_format, open_session
+from humanvision.runtime.pose import check_entries, check_format, open_session
 
 __all__ = ["A2J_FORMAT", "A2JPose", "check_a2j_metadata"]
 
@@ -46,7 +46,7 @@ A2J_FORMAT = "humanvision.a2j"
 def check_a2j_metadata(meta: Any, path: str | Path = "<metadata>") -> dict[str, Any]:
     """Validate an A2J model's metadata (format, version, the keys and values the runtime uses)."""
     check_format(meta, A2J_FORMAT, "A2JPose", path)
-    try:
+    def entries(meta: dict[str, Any]) -> dict[str, bool]:
         inp, out, crop, dep, dec, cam, sk = (meta[k] for k in ("input", "output", "crop", "depth", "decode",
                                                               "camera", "skeleton"))
         k = len(sk["joints"])
@@ -65,13 +65,9 @@ def check_a2j_metadata(meta: Any, path: str | Path = "<metadata>") -> dict[str, 
             "camera.pixel_scale": float(cam["pixel_scale"]) > 0,
             "skeleton.limbs": all(0 <= int(i) < k for limb in sk["limbs"] for i in limb),
         }
-    except (KeyError, TypeError, ValueError, IndexError) as e:
-        raise MetadataError(f"missing or malformed entry ({type(e).__name__}: {e})", file=str(path),
-                            field="metadata") from None
-    for key, ok in checks.items():
-        if not ok:
-            raise MetadataError("invalid value", file=str(path), field=f"metadata.{key}")
-    return meta
+        return checks
+
+    return check_entries(meta, path, entries)
 
 
 class A2JPose:

@@ -31,7 +31,13 @@ import cv2
 import numpy as np
 
 from humanvision.errors import DataError
-from humanvision.runtime.pose import MetadataError, check_format, open_session
+from humanvision.runtime.pose import (
+    MetadataError,
+    check_entries,
+    check_format,
+    open_session,
+    pixel_normalizer,
+)
 
 __all__ = ["MULTIVIEW_FORMAT", "MultiViewTriangulator", "VolumetricTriangulator", "check_multiview_metadata", "dlt",
            "square_crop_box"]
@@ -42,7 +48,7 @@ MULTIVIEW_FORMAT = "humanvision.multiview"
 def check_multiview_metadata(meta: Any, path: str | Path = "<metadata>") -> dict[str, Any]:
     """Validate a multi-view model's metadata (format, version, the keys and values the runtime uses)."""
     check_format(meta, MULTIVIEW_FORMAT, "MultiViewTriangulator", path)
-    try:
+    def entries(meta: dict[str, Any]) -> dict[str, bool]:
         inp, out, crop, dec = meta["input"], meta["output"], meta["crop"], meta.get("decode", {})
         j = len(meta["skeleton"]["joints"])
         checks = {
@@ -58,13 +64,9 @@ def check_multiview_metadata(meta: Any, path: str | Path = "<metadata>") -> dict
         else:
             checks.update({"output.shape": [int(v) for v in out["shape"]] == [1, j, 3],
                            "input.views": int(inp["views"]) >= 1})
-    except (KeyError, TypeError, ValueError) as e:
-        raise MetadataError(f"missing or malformed entry ({type(e).__name__}: {e})", file=str(path),
-                            field="metadata") from None
-    for key, ok in checks.items():
-        if not ok:
-            raise MetadataError("invalid value", file=str(path), field=f"metadata.{key}")
-    return meta
+        return checks
+
+    return check_entries(meta, path, entries)
 
 
 def square_crop_box(box: Sequence[float], scale: float) -> tuple[int, int, int, int]:
@@ -124,9 +126,7 @@ class _MultiViewModel:
         self.size = int(m["input"]["size"][0])
         self.joint_names = list(m["skeleton"]["joints"])
         self._bgr = m["input"]["color"] == "BGR"
-        std = np.asarray(m["input"]["std"], dtype=np.float32)
-        self._scale = 1.0 / (np.float32(m["input"].get("pixel_scale", 255.0)) * std)
-        self._offset = -np.asarray(m["input"]["mean"], dtype=np.float32) / std
+        self._scale, self._offset = pixel_normalizer(m["input"])
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}({str(self.path)!r}, model={self.metadata.get('model')!r}, "

@@ -27,7 +27,12 @@ import cv2
 import numpy as np
 
 from humanvision.errors import DataError
-from humanvision.runtime.pose import MetadataError, check_format, open_session
+from humanvision.runtime.pose import (
+    check_entries,
+    check_format,
+    open_session,
+    pixel_normalizer,
+)
 
 __all__ = ["PARSING_FORMAT", "HumanParser", "check_parsing_metadata"]
 
@@ -37,7 +42,7 @@ PARSING_FORMAT = "humanvision.parsing"
 def check_parsing_metadata(meta: Any, path: str | Path = "<metadata>") -> dict[str, Any]:
     """Validate a parsing model's metadata (format, version, the keys and values the runtime uses)."""
     check_format(meta, PARSING_FORMAT, "HumanParser", path)
-    try:
+    def entries(meta: dict[str, Any]) -> dict[str, bool]:
         inp, out, flip = meta["input"], meta["output"], meta["flip_test"]
         k = int(out["shape"][1])
         checks = {
@@ -48,13 +53,9 @@ def check_parsing_metadata(meta: Any, path: str | Path = "<metadata>") -> dict[s
             "output.classes": len(out["classes"]) == k, "output.palette": len(out["palette"]) == k,
             "flip_test.flip_perm": sorted(flip["flip_perm"]) == list(range(k)),
         }
-    except (KeyError, TypeError, ValueError) as e:
-        raise MetadataError(f"missing or malformed entry ({type(e).__name__}: {e})", file=str(path),
-                            field="metadata") from None
-    for key, ok in checks.items():
-        if not ok:
-            raise MetadataError("invalid value", file=str(path), field=f"metadata.{key}")
-    return meta
+        return checks
+
+    return check_entries(meta, path, entries)
 
 
 def center_depth(depth_mm: np.ndarray) -> np.ndarray:
@@ -97,9 +98,7 @@ class HumanParser:
         self.palette = np.asarray(m["output"]["palette"], dtype=np.uint8)
         self.flip_perm = [int(i) for i in m["flip_test"]["flip_perm"]]
         self.flip_test = bool(m["flip_test"]["default"]) if flip_test is None else bool(flip_test)
-        std = np.asarray(m["input"]["std"], dtype=np.float32)
-        self._scale = 1.0 / (np.float32(m["input"].get("pixel_scale", 255.0)) * std)
-        self._offset = -np.asarray(m["input"]["mean"], dtype=np.float32) / std
+        self._scale, self._offset = pixel_normalizer(m["input"])
 
     def __repr__(self) -> str:
         return (f"HumanParser({str(self.path)!r}, model={self.metadata.get('model')!r}, modality={self.modality}, "

@@ -31,7 +31,13 @@ import cv2
 import numpy as np
 
 from humanvision.errors import DataError
-from humanvision.runtime.pose import MetadataError, check_format, open_session
+from humanvision.runtime.pose import (
+    MetadataError,
+    check_entries,
+    check_format,
+    open_session,
+    pixel_normalizer,
+)
 
 __all__ = ["INTERPOLATIONS", "PERSON_FORMAT", "TASKS", "AttributeClassifier", "PersonCropModel", "ReIDEmbedder",
            "check_person_metadata", "cut_box"]
@@ -45,7 +51,7 @@ INTERPOLATIONS = {"bicubic": cv2.INTER_CUBIC, "bilinear": cv2.INTER_LINEAR}
 def check_person_metadata(meta: Any, path: str | Path = "<metadata>") -> dict[str, Any]:
     """Validate a person-crop model's metadata (format, version, the keys and values the runtime uses)."""
     check_format(meta, PERSON_FORMAT, "ReIDEmbedder / AttributeClassifier", path)
-    try:
+    def entries(meta: dict[str, Any]) -> dict[str, bool]:
         inp, crop, out, task = meta["input"], meta["crop"], meta["output"], meta["task"]
         size = [int(v) for v in inp["size"]]
         checks = {
@@ -61,13 +67,9 @@ def check_person_metadata(meta: Any, path: str | Path = "<metadata>") -> dict[st
         if task == "attributes":
             checks["output.attributes"] = len(out["attributes"]) == int(out["shape"][1])
             checks["output.threshold"] = 0.0 < float(out["threshold"]) < 1.0
-    except (KeyError, TypeError, ValueError) as e:
-        raise MetadataError(f"missing or malformed entry ({type(e).__name__}: {e})", file=str(path),
-                            field="metadata") from None
-    for key, ok in checks.items():
-        if not ok:
-            raise MetadataError("invalid value", file=str(path), field=f"metadata.{key}")
-    return meta
+        return checks
+
+    return check_entries(meta, path, entries)
 
 
 def cut_box(image: np.ndarray, box: Sequence[float]) -> np.ndarray:
@@ -113,9 +115,7 @@ class PersonCropModel:
         self.interpolation = INTERPOLATIONS[m["crop"]["interpolation"]]
         self.batch_size = max(1, int(batch_size))
         self._bgr = m["input"]["color"] == "BGR"
-        std = np.asarray(m["input"]["std"], dtype=np.float32)
-        self._scale = 1.0 / (np.float32(m["input"].get("pixel_scale", 255.0)) * std)
-        self._offset = -np.asarray(m["input"]["mean"], dtype=np.float32) / std
+        self._scale, self._offset = pixel_normalizer(m["input"])
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}({str(self.path)!r}, model={self.metadata.get('model')!r}, input_size="

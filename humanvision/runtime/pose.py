@@ -147,15 +147,34 @@ def check_format(meta: Any, fmt: str, reader: str, path: str | Path) -> None:
                             field="metadata.metadata_version")
 
 
+def check_entries(meta: dict[str, Any], path: str | Path,
+                  entries: Callable[[dict[str, Any]], dict[str, bool]]) -> dict[str, Any]:
+    """``meta`` when every check of ``entries(meta)`` (``{"key.path": ok}``) holds; a missing or malformed entry or
+    the first failed check is a :class:`MetadataError` naming the file and the key."""
+    try:
+        checks = entries(meta)
+    except (KeyError, TypeError, ValueError, IndexError) as e:
+        raise MetadataError(f"missing or malformed entry ({type(e).__name__}: {e})", file=str(path),
+                            field="metadata") from None
+    for key, ok in checks.items():
+        if not ok:
+            raise MetadataError("invalid value", file=str(path), field=f"metadata.{key}")
+    return meta
+
+
+def pixel_normalizer(inp: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """``(scale, offset)`` float32 with ``pixels * scale + offset == (pixels / pixel_scale - mean) / std`` for an
+    exported ``input`` block."""
+    std = np.asarray(inp["std"], dtype=np.float32)
+    return (1.0 / (np.float32(inp.get("pixel_scale", 255.0)) * std),
+            -np.asarray(inp["mean"], dtype=np.float32) / std)
+
+
 def check_metadata(meta: Any, path: str | Path = "<metadata>") -> dict[str, Any]:
     """Validate a metadata dict (format, version, the keys and values the runtime uses); returns it."""
-    def err(msg: str, key: str) -> MetadataError:
-        return MetadataError(msg, file=str(path), field=f"metadata.{key}")
-
-    if not isinstance(meta, dict):
-        raise err(f"expected a JSON object, got {type(meta).__name__}", "")
     check_format(meta, FORMAT, "PoseEstimator", path)
-    try:
+
+    def entries(meta: dict[str, Any]) -> dict[str, bool]:
         inp, crop, codec, sk = meta["input"], meta["crop"], meta["codec"], meta["skeleton"]
         size = [int(v) for v in inp["size"]]
         checks = {
@@ -173,12 +192,9 @@ def check_metadata(meta: Any, path: str | Path = "<metadata>") -> dict[str, Any]
             hm = [int(v) for v in codec["heatmap_size"]]
             checks.update({"codec.heatmap_size": len(hm) == 2 and min(hm) > 1,
                            "codec.stride": len(codec["stride"]) == 2, "codec.refine": codec["refine"] in REFINEMENTS})
-    except (KeyError, TypeError, ValueError) as e:
-        raise err(f"missing or malformed entry ({type(e).__name__}: {e})", "") from None
-    for key, ok in checks.items():
-        if not ok:
-            raise err("invalid value", key)
-    return meta
+        return checks
+
+    return check_entries(meta, path, entries)
 
 
 def read_rgb(path: str | Path) -> np.ndarray:
@@ -264,9 +280,7 @@ class PoseEstimator:
         self.flip_test = self.flip_in_graph or (default if flip_test is None else bool(flip_test))
         self.keypoint_model = m["codec"]["name"] == "keypoints"
         self.batch_size = max(1, int(batch_size))
-        std = np.asarray(m["input"]["std"], dtype=np.float32)
-        self._scale = 1.0 / (np.float32(m["input"].get("pixel_scale", 255.0)) * std)
-        self._offset = -np.asarray(m["input"]["mean"], dtype=np.float32) / std
+        self._scale, self._offset = pixel_normalizer(m["input"])
 
     def __repr__(self) -> str:
         return (f"PoseEstimator({str(self.path)!r}, model={self.metadata.get('model')!r}, input_size="

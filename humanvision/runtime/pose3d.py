@@ -29,7 +29,13 @@ import numpy as np
 
 from humanvision.errors import DataError
 from humanvision.runtime.codec import flip_back
-from humanvision.runtime.pose import MetadataError, affine_matrix, check_format, open_session
+from humanvision.runtime.pose import (
+    affine_matrix,
+    check_entries,
+    check_format,
+    open_session,
+    pixel_normalizer,
+)
 
 __all__ = ["POSE3D_FORMAT", "MonocularPose3D", "check_pose3d_metadata"]
 
@@ -39,7 +45,7 @@ POSE3D_FORMAT = "humanvision.monocular3d"
 def check_pose3d_metadata(meta: Any, path: str | Path = "<metadata>") -> dict[str, Any]:
     """Validate a monocular 3D model's metadata (format, version, the keys and values the runtime uses)."""
     check_format(meta, POSE3D_FORMAT, "MonocularPose3D", path)
-    try:
+    def entries(meta: dict[str, Any]) -> dict[str, bool]:
         inp, out, crop, dec, sk, j3 = (meta[k] for k in ("input", "output", "crop", "decode", "skeleton",
                                                           "joints_3d"))
         k = len(sk["joints"])
@@ -56,13 +62,9 @@ def check_pose3d_metadata(meta: Any, path: str | Path = "<metadata>") -> dict[st
             "joints_3d.bones": all(0 <= int(i) < len(j3["joints"]) for b in j3["bones"] for i in b),
             "joints_3d.total_length": float(j3["total_length"]) > 0,
         }
-    except (KeyError, TypeError, ValueError) as e:
-        raise MetadataError(f"missing or malformed entry ({type(e).__name__}: {e})", file=str(path),
-                            field="metadata") from None
-    for key, ok in checks.items():
-        if not ok:
-            raise MetadataError("invalid value", file=str(path), field=f"metadata.{key}")
-    return meta
+        return checks
+
+    return check_entries(meta, path, entries)
 
 
 class MonocularPose3D:
@@ -93,9 +95,7 @@ class MonocularPose3D:
         self.flip_index = [int(i) for i in m["skeleton"]["flip_index"]]
         self.joint_names = list(m["skeleton"]["joints"])
         self.batch_size = max(1, int(batch_size))
-        std = np.asarray(m["input"]["std"], dtype=np.float32)
-        self._scale = 1.0 / (np.float32(m["input"].get("pixel_scale", 255.0)) * std)
-        self._offset = -np.asarray(m["input"]["mean"], dtype=np.float32) / std
+        self._scale, self._offset = pixel_normalizer(m["input"])
 
     def __repr__(self) -> str:
         return (f"MonocularPose3D({str(self.path)!r}, model={self.metadata.get('model')!r}, input={self.size}, "

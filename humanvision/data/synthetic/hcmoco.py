@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import functools
 import math
-import multiprocessing
 import pickle
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -55,6 +54,7 @@ from humanvision.data.readers.parsing import (
     twenty_percent,
 )
 from humanvision.data.synthetic.body import JOINT_INDEX, PART_NAMES
+from humanvision.data.synthetic.parallel import worker_pool
 from humanvision.data.synthetic.scene import Frame, SceneConfig, View, generate_frame
 from humanvision.data.synthetic.writers import (
     Progress,
@@ -189,9 +189,7 @@ def _kinect_frames(cfg: SceneConfig, seed: int, indices: list[int], progress: Pr
     """Frames ``indices`` seen by per-frame Kinect cameras, in order (``workers`` processes, same output)."""
     render = functools.partial(_kinect_frame, cfg, seed)
     if workers > 1 and len(indices) > 1:
-        methods = multiprocessing.get_all_start_methods()
-        ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-        with ctx.Pool(min(int(workers), len(indices))) as pool:
+        with worker_pool(min(int(workers), len(indices))) as pool:
             yield from _counted(pool.imap(render, indices, chunksize=4), len(indices), progress)
     else:
         yield from _counted(map(render, indices), len(indices), progress)

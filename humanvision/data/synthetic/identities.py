@@ -47,7 +47,6 @@ from __future__ import annotations
 import colorsys
 import functools
 import json
-import multiprocessing
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -68,6 +67,7 @@ from humanvision.data.synthetic.body import (
     sample_shape,
 )
 from humanvision.data.synthetic.motion import Motion, retarget
+from humanvision.data.synthetic.parallel import worker_pool
 from humanvision.data.synthetic.render import (
     BOX,
     CAPSULE,
@@ -688,9 +688,7 @@ def _render_all(seed: int, size: tuple[int, int], motion, jobs: list[tuple], wor
     """Yield the rendered jobs in order (``workers`` processes; the output does not depend on it)."""
     fn = functools.partial(_crop_job, int(seed), (int(size[0]), int(size[1])), _as_motions(motion))
     if workers > 1 and len(jobs) > 1:
-        methods = multiprocessing.get_all_start_methods()
-        ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-        with ctx.Pool(min(int(workers), len(jobs))) as pool:
+        with worker_pool(min(int(workers), len(jobs))) as pool:
             yield from _count(pool.imap(fn, jobs, chunksize=8), len(jobs), progress)
     else:
         yield from _count(map(fn, jobs), len(jobs), progress)

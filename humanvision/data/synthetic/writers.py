@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import functools
 import json
-import multiprocessing
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -43,6 +42,7 @@ import numpy as np
 
 from humanvision.data.io import write_depth, write_image, write_mask
 from humanvision.data.synthetic.body import JOINTS, PART
+from humanvision.data.synthetic.parallel import worker_pool
 from humanvision.data.synthetic.scene import SceneConfig, View, generate_frame, make_rig
 from humanvision.geometry.camera import Camera
 from humanvision.skeletons import get_skeleton
@@ -92,11 +92,7 @@ def _frames(cfg: SceneConfig, seed: int, splits: dict[str, int], progress: Progr
     indices = [split_offset(split) + i for split, i in jobs]
     render = functools.partial(_frame_at, cfg, seed, cameras, amodal)
     if workers > 1 and len(jobs) > 1:
-        # fork where there is one (Linux): the children only run numpy, and unlike spawn it does not re-import the
-        # caller's __main__ (a script without an ``if __name__ == "__main__"`` guard would start itself again)
-        methods = multiprocessing.get_all_start_methods()
-        ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-        with ctx.Pool(min(int(workers), len(jobs))) as pool:
+        with worker_pool(min(int(workers), len(jobs))) as pool:  # fork-safe (see synthetic/parallel.py)
             yield from _report(jobs, pool.imap(render, indices, chunksize=4), progress)
     else:
         yield from _report(jobs, map(render, indices), progress)

@@ -24,7 +24,9 @@ def export(config: Path = typer.Argument(..., help="YAML recipe the weights were
                                                    "for engines that run the graph alone; cannot be switched off)."),
            check: bool = typer.Option(True, "--check/--no-check",
                                       help="Compare onnxruntime with PyTorch right after the export."),
-           tolerance: float = typer.Option(1e-4, "--tolerance", help="Largest |heatmap difference| accepted (fp32)."),
+           tolerance: float = typer.Option(1e-4, "--tolerance",
+                                           help="Largest |output difference| accepted in fp32 (times the largest "
+                                                "output where that is above 1)."),
            int8: str | None = typer.Option(None, "--int8",
                                            help="Also write an int8 copy, <out stem>.int8.onnx next to --out "
                                                 "(onnxruntime.quantization): 'dynamic' (weights) or 'static' "
@@ -45,8 +47,8 @@ def export(config: Path = typer.Argument(..., help="YAML recipe the weights were
     Top-down heatmap models (ViTPose, HRNet, SimpleBaseline, lateral, PCT stage 0) and PCT stage II run in
     humanvision.runtime.PoseEstimator; ``--int8 dynamic|static`` also writes ``<out stem>.int8.onnx`` for heatmap
     models (same contract; its differences from fp32 are printed). Re-id and attribute recipes give
-    ReIDEmbedder / AttributeClassifier files, monocular 3D recipes MonocularPose3D, rgb / depth parsing recipes
-    HumanParser, algebraic triangulation recipes MultiViewTriangulator (per-view network; the DLT runs in numpy),
+    ReIDEmbedder / AttributeClassifier files, monocular 3D recipes MonocularPose3D, parsing recipes HumanParser (an
+    rgbd recipe its test_mode output), algebraic triangulation recipes MultiViewTriangulator (per-view network; the DLT runs in numpy),
     volumetric and ContextPose recipes VolumetricTriangulator (the whole method for ``--views`` cameras), A2J
     recipes A2JPose.
 

@@ -49,6 +49,8 @@ VARIANTS: dict[str, dict] = {
     "no-photos": {"background_prob": 0.0},            # procedural backdrops only
     "no-crowds": {"crowd": 0.0},                      # the other people spread out, never over the main one
     "no-closeups": {"shots": (1.0, 0.0, 0.0)},        # whole bodies only (scale and truncation as the preset)
+    "portraits": {"shots": (0.55, 0.25, 0.20), "portrait_bottom": (-0.1, 0.1),  # "closeups" with face-filling
+                  "portrait_height": 0.12},                                   # portraits (cut at the neck)
     "closeups": {"shots": (0.55, 0.25, 0.20)},        # 45 % upper-body and head-and-shoulders shots instead of 22 %
 }
 

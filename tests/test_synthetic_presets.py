@@ -289,3 +289,29 @@ def test_synth_cli_presets(tmp_path):
     assert r.exit_code == 0, r.output
     doc = json.loads((tmp_path / "p" / "annotations" / "person_keypoints_train.json").read_text())
     assert {(im["width"], im["height"]) for im in doc["images"]} == {(64, 48)}
+
+
+def test_portrait_framing_fills_the_frame_with_the_face():
+    """``portrait_bottom`` / ``portrait_height`` (default: today's head-and-shoulders shots, frame for frame) let a
+    close-up end at the neck: the eyes of the main person lie further apart relative to the image."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # no background folder
+        base = replace(scene_config("coco", size=(128, 128), shots=(0.0, 0.0, 1.0)), rgb=False)
+    tight = replace(base, portrait_bottom=(-0.05, 0.0), portrait_height=0.18)
+    assert replace(base, portrait_bottom=(0.06, 0.14), portrait_height=0.3) == base  # the defaults
+
+    def eye_distances(cfg) -> list[float]:
+        out = []
+        for i in range(24):
+            view = generate_frame(cfg, 0, i).views[0]
+            eyes = view.keypoints_2d[:, [J["left_eye"], J["right_eye"]]]
+            seen = (view.visibility[:, [J["left_eye"], J["right_eye"]]] > 0).all(1)
+            out += [float(np.linalg.norm(e[0] - e[1])) / 128 for e in eyes[seen]]
+        return out
+
+    wide, close = np.median(eye_distances(base)), np.median(eye_distances(tight))
+    assert close > 1.3 * wide, (wide, close)
+    with pytest.raises(ConfigError, match="portrait_bottom"):
+        replace(base, portrait_bottom=(0.2, 0.1))
+    with pytest.raises(ConfigError, match="portrait_height"):
+        replace(base, portrait_height=0.05)

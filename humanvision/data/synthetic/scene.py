@@ -119,6 +119,10 @@ class SceneConfig:
             ``900 * sqrt(people)``, as today).
         camera_elevation: ``(min, max)`` degrees above the horizon from which full shots look at the main person
             (default ``(-5, 30)``; a street camera ``(15, 40)``). Close-ups are always near eye level.
+        portrait_bottom: ``(min, max)`` of where a head-and-shoulders shot's frame ends, in statures below the
+            thorax (negative: above it, a face-filling portrait cut at the neck).
+        portrait_height: the least height of a head-and-shoulders frame in statures (0.3: head to chest; 0.18
+            lets the face fill the frame, as in a passport-style portrait).
 
     Appearance and labels:
 
@@ -163,6 +167,8 @@ class SceneConfig:
     crowd: float = 0.0
     spread: float | None = None
     camera_elevation: tuple[float, float] | None = None
+    portrait_bottom: tuple[float, float] = (0.06, 0.14)
+    portrait_height: float = 0.3
     # appearance
     walking: float = 0.0
     backgrounds: str | Path | None = None
@@ -194,6 +200,12 @@ class SceneConfig:
             lo, hi = getattr(self, name)
             if not 0 < lo <= hi:
                 raise ConfigError(f"SceneConfig.{name}: (min, max) with 0 < min <= max, got {getattr(self, name)!r}")
+        lo, hi = self.portrait_bottom
+        if not -0.1 <= lo <= hi <= 0.3:
+            raise ConfigError(f"SceneConfig.portrait_bottom: (min, max) statures below the thorax with -0.1 <= min "
+                              f"<= max <= 0.3, got {self.portrait_bottom!r}")
+        if not 0.1 <= self.portrait_height <= 0.6:
+            raise ConfigError(f"SceneConfig.portrait_height: statures in [0.1, 0.6], got {self.portrait_height!r}")
         if self.backdrop not in ("procedural", "studio"):
             raise ConfigError(f"SceneConfig.backdrop: 'procedural' or 'studio', got {self.backdrop!r}")
         if self.clothing not in ("basic", "outfits"):
@@ -726,7 +738,7 @@ def _plan_shot(rng: np.random.Generator, cfg: SceneConfig, bodies: list[PosedBod
         bottom = J[_J["pelvis"], 2] - rng.uniform(0.0, 0.1) * stature
         fill = rng.uniform(0.75, 1.0)
     else:  # head and shoulders: chest up
-        bottom = J[_J["thorax"], 2] - rng.uniform(0.06, 0.14) * stature
+        bottom = J[_J["thorax"], 2] - rng.uniform(*cfg.portrait_bottom) * stature
         fill = rng.uniform(0.85, 1.1)
     hfov = np.deg2rad(rng.uniform(*_SHOT_HFOV[kind]))
     focal = 0.5 * W / np.tan(0.5 * hfov)
@@ -738,7 +750,7 @@ def _plan_shot(rng: np.random.Generator, cfg: SceneConfig, bodies: list[PosedBod
     else:  # in front of the person: a portrait sees the face
         fwd = body.rotations[SEGMENT_NAMES.index("chest")] @ np.array([0.0, 1.0, 0.0])
         azimuth = np.arctan2(fwd[1], fwd[0]) + np.deg2rad(rng.uniform(-60, 60))
-    top = max(top, bottom + 0.3 * stature)
+    top = max(top, bottom + (cfg.portrait_height if kind == "head" else 0.3) * stature)
     distance = focal * (top - bottom) / (fill * H * max(np.cos(elevation), 0.5))
     truncate, amount = None, 0.0
     if rng.uniform() < cfg.truncation:

@@ -55,12 +55,16 @@ def test_dlt_recovers_the_joints_exactly_from_perfect_2d_points():
 
 
 def test_dlt_gradient_reaches_points_and_confidences():
+    torch.manual_seed(0)
     P = torch.from_numpy(ring_cameras(3, size=64))
     X = torch.tensor([[100.0, -50.0, 900.0], [0.0, 200.0, 1200.0]], dtype=torch.float64)
     uv = project_with_matrix(X[None], P) + 0.3 * torch.randn(3, 2, 2, dtype=torch.float64)  # noisy: w matters
     uv.requires_grad_(True)
     w = (torch.rand(3, 2, dtype=torch.float64) + 0.5).requires_grad_(True)
-    assert torch.autograd.gradcheck(lambda a, b: alg.algebraic_triangulation(P[None], a[None], b[None]), (uv, w))
+    # outputs are world mm (~1000): gradcheck's default step of 1e-6 leaves finite-difference round-off above its
+    # 1e-5 bound in about 1 draw of 10 (the analytic gradient matched central differences at 1e-4 to 5e-7 there)
+    assert torch.autograd.gradcheck(lambda a, b: alg.algebraic_triangulation(P[None], a[None], b[None]), (uv, w),
+                                    eps=1e-4, atol=1e-4)
     out = alg.algebraic_triangulation(P[None], uv[None], w[None])
     out.sum().backward()
     assert uv.grad.abs().sum() > 0 and w.grad.abs().sum() > 0

@@ -63,6 +63,7 @@ from humanvision.engine import TrainConfig
 from humanvision.engine.distributed import ResumableSampler, sample_seeds
 from humanvision.errors import ConfigError, DataError
 from humanvision.geometry.triangulation import triangulate_dlt, triangulate_ransac
+from humanvision.runtime.multiview import crop_image  # torch-free: the deployed runtime crops the same way
 
 __all__ = [
     "ROOT",
@@ -473,18 +474,6 @@ def square_box(tlbr: Sequence[int], scale: float = 1.0) -> tuple[int, int, int, 
     cx, cy = (left + right) // 2, (top + bottom) // 2
     x0, y0 = cx - side // 2, cy - side // 2
     return x0, y0, x0 + side, y0 + side
-
-
-def crop_image(image: np.ndarray, box: Sequence[int]) -> np.ndarray:
-    """``image[top:bottom, left:right]`` of an integer ``(left, top, right, bottom)`` box, zero outside the image
-    (PIL's ``Image.crop``)."""
-    x0, y0, x1, y1 = (int(v) for v in box)
-    h, w = image.shape[:2]
-    out = np.zeros((y1 - y0, x1 - x0, *image.shape[2:]), image.dtype)
-    a0, b0, a1, b1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
-    if a1 > a0 and b1 > b0:
-        out[b0 - y0:b1 - y0, a0 - x0:a1 - x0] = image[b0:b1, a0:a1]
-    return out
 
 
 class MultiViewCrops(Dataset):

@@ -39,8 +39,8 @@ from humanvision.runtime.pose import (
     pixel_normalizer,
 )
 
-__all__ = ["MULTIVIEW_FORMAT", "MultiViewTriangulator", "VolumetricTriangulator", "check_multiview_metadata", "dlt",
-           "square_crop_box"]
+__all__ = ["MULTIVIEW_FORMAT", "MultiViewTriangulator", "VolumetricTriangulator", "check_multiview_metadata",
+           "crop_image", "dlt", "square_crop_box"]
 
 MULTIVIEW_FORMAT = "humanvision.multiview"
 
@@ -81,8 +81,10 @@ def square_crop_box(box: Sequence[float], scale: float) -> tuple[int, int, int, 
     return x0, y0, x0 + side, y0 + side
 
 
-def _crop(image: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
-    x0, y0, x1, y1 = box
+def crop_image(image: np.ndarray, box: Sequence[int]) -> np.ndarray:
+    """``image[top:bottom, left:right]`` of an integer ``(left, top, right, bottom)`` box, zero outside the image
+    (PIL's ``Image.crop``; also the training crops of :class:`humanvision.methods.algebraic.MultiViewCrops`)."""
+    x0, y0, x1, y1 = (int(v) for v in box)
     h, w = image.shape[:2]
     out = np.zeros((y1 - y0, x1 - x0, *image.shape[2:]), image.dtype)
     a0, b0, a1, b1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
@@ -161,7 +163,7 @@ class _MultiViewModel:
             x0, y0, x1, y1 = ltrb[c]
             if x1 <= x0:
                 raise DataError(f"the box {b.tolist()} gives an empty crop", record=f"view {c}", field="boxes")
-            crop = cv2.resize(_crop(img, tuple(int(t) for t in ltrb[c])), (s, s), interpolation=cv2.INTER_AREA)
+            crop = cv2.resize(crop_image(img, ltrb[c]), (s, s), interpolation=cv2.INTER_AREA)
             if self._bgr:
                 crop = crop[..., ::-1]
             crops[c] = (crop.astype(np.float32) * self._scale + self._offset).transpose(2, 0, 1)

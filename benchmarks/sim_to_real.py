@@ -22,11 +22,16 @@ The whole procedure (one command; every step is cached and idempotent, so a seco
 3. The teacher: ``benchmarks/sim_to_real_teacher.py`` runs in that environment (its docstring has the rules:
    people from OpenCV's HOG people detector on the pedestrian frames, the whole image for the stills, or a
    ``--detections`` file; BlazePose on an enlarged crop per person; confidence thresholds; de-duplication; the
-   person box = the confident landmarks' extent, grown) and writes ``data/real/teacher.json``. It reruns only when
+   person box = the confident landmarks' extent, grown; the mask box = the extent of BlazePose's own person
+   segmentation) and writes ``data/real/teacher.json``. It reruns only when
    the images, the detection file or the teacher script change (or with ``--rerun-teacher``).
 4. Evaluation, in the project environment: each model (a top-down 2D recipe on the COCO-17 skeleton, with its
-   weights) predicts every teacher person from the teacher's box (the recipe's crop padding, flip test as
-   ``eval.flip_test``, fp32 on ``--device``), exactly as ``humanvision infer`` does with ``--boxes``.
+   weights) predicts every teacher person from a box (the recipe's crop padding, flip test as ``eval.flip_test``,
+   fp32 on ``--device``), exactly as ``humanvision infer`` does with ``--boxes``. ``--boxes mask`` (default): the
+   person's mask box, the extent of its visible pixels as a COCO box or a person detector draws it (a portrait's
+   box runs to the image border); ``--boxes landmarks``: the landmark box (it stops at the last confident
+   landmark, e.g. the shoulders of a portrait). Either way the PCK is normalised by the landmark box's height, so
+   the two choices are scored on the same scale.
    Results: a table per image group (pedestrians, the stills pooled, each still) x model, a per-joint table
    (pedestrians and stills), ``benchmarks/results/sim_to_real.json``, and under ``benchmarks/results/sim_to_real/``
    an overlay per still and a mosaic of the pedestrians per model (teacher green, model magenta).
@@ -73,6 +78,7 @@ STILL_FILES = {"astronaut": "astronaut.png", "camera": "camera.png", "grace_hopp
 UPSCALE = 2
 NUM_JOINTS = 17
 TEACHER_COLOR, MODEL_COLOR = (40, 200, 40), (230, 40, 230)
+BOX_CHOICES = ("mask", "landmarks")
 
 
 def _load_teacher_module():
@@ -251,8 +257,10 @@ def run_teacher(root: Path, teacher_python: Path, detections: Path | None = None
 # ---------------------------------------------------------------------------------------------- teacher.json
 @dataclass
 class TeacherImage:
-    """One image of ``teacher.json``: ``boxes`` ``(P, 4)`` xywh, ``keypoints`` ``(P, 17, 2)`` and ``confidence``
-    ``(P, 17)`` (COCO-17 order, pixels of the image file)."""
+    """One image of ``teacher.json``: ``boxes`` ``(P, 4)`` xywh (the landmark boxes, the PCK's scale),
+    ``mask_boxes`` ``(P, 4)`` (the segmentation boxes; a person without one, or a teacher file written before
+    them, has its landmark box there), ``keypoints`` ``(P, 17, 2)`` and ``confidence`` ``(P, 17)`` (COCO-17 order,
+    pixels of the image file)."""
 
     file: str
     group: str
@@ -262,6 +270,13 @@ class TeacherImage:
     boxes: np.ndarray
     keypoints: np.ndarray
     confidence: np.ndarray
+    mask_boxes: np.ndarray | None = None
+
+    def input_boxes(self, which: str) -> np.ndarray:
+        """The boxes the model is given: ``mask`` or ``landmarks``."""
+        if which not in BOX_CHOICES:
+            raise ConfigError(f"--boxes: one of {', '.join(BOX_CHOICES)}, got {which!r}")
+        return self.boxes if which == "landmarks" or self.mask_boxes is None else self.mask_boxes
 
 
 def _numbers(value: Any, shape: tuple[int, ...], path: str, record: str, fld: str) -> np.ndarray:
@@ -303,7 +318,7 @@ def read_teacher(path: str | Path) -> list[TeacherImage]:
             width, height = int(im["width"]), int(im["height"])
         except (TypeError, ValueError):
             raise DataError("width / height must be integers", file=path, record=rec) from None
-        boxes, kps, confs = [], [], []
+        boxes, mask_boxes, kps, confs = [], [], [], []
         for j, p in enumerate(im["people"]):
             prec = f"{rec}, person {j}"
             if not isinstance(p, dict):
@@ -315,12 +330,18 @@ def read_teacher(path: str | Path) -> list[TeacherImage]:
             if box[2] <= 0 or box[3] <= 0:
                 raise DataError(f"box {box.tolist()} has no area", file=path, record=prec, field="box")
             boxes.append(box)
+            mbox = p.get("mask_box")
+            if mbox is not None:
+                mbox = _numbers(mbox, (4,), path, prec, "mask_box")
+                if mbox[2] <= 0 or mbox[3] <= 0:
+                    raise DataError(f"box {mbox.tolist()} has no area", file=path, record=prec, field="mask_box")
+            mask_boxes.append(box if mbox is None else mbox)
             kps.append(_numbers(p["keypoints"], (NUM_JOINTS, 2), path, prec, "keypoints"))
             confs.append(_numbers(p["confidence"], (NUM_JOINTS,), path, prec, "confidence"))
         images.append(TeacherImage(
             file=str(im["file"]), group=str(im["group"]), kind=str(im["kind"]), width=width, height=height,
             boxes=np.array(boxes).reshape(-1, 4), keypoints=np.array(kps).reshape(-1, NUM_JOINTS, 2),
-            confidence=np.array(confs).reshape(-1, NUM_JOINTS)))
+            confidence=np.array(confs).reshape(-1, NUM_JOINTS), mask_boxes=np.array(mask_boxes).reshape(-1, 4)))
     return images
 
 
@@ -383,9 +404,10 @@ def predict_people(method, transform, image: np.ndarray, boxes: np.ndarray, flip
 
 
 def evaluate_model(method, transform, images: list[TeacherImage], root: Path, flip_test: bool = True,
-                   thr: float = 0.1, conf_thr: float = 0.5) -> dict[str, Any]:
-    """Predict every teacher person from the teacher's box and score it: ``{"groups": {group: agreement dict},
-    "predictions": {file: (P, 17, 2)}}``; groups are each image group and ``stills`` (every still pooled)."""
+                   thr: float = 0.1, conf_thr: float = 0.5, boxes: str = "mask") -> dict[str, Any]:
+    """Predict every teacher person from its ``boxes`` box (``mask`` or ``landmarks``) and score it, at the
+    landmark box's height: ``{"groups": {group: agreement dict}, "predictions": {file: (P, 17, 2)}}``; groups are
+    each image group and ``stills`` (every still pooled)."""
     from humanvision.data.io import read_image
 
     per_group: dict[str, list[dict]] = {}
@@ -395,7 +417,7 @@ def evaluate_model(method, transform, images: list[TeacherImage], root: Path, fl
         if image.shape[:2] != (im.height, im.width):
             raise DataError(f"image is {image.shape[1]}x{image.shape[0]}, the teacher saw {im.width}x{im.height}",
                             file=str(root / im.file))
-        kp, _ = predict_people(method, transform, image, im.boxes, flip_test, record=im.file)
+        kp, _ = predict_people(method, transform, image, im.input_boxes(boxes), flip_test, record=im.file)
         predictions[im.file] = kp
         if len(im.boxes) == 0:
             continue
@@ -439,9 +461,10 @@ def _legend(image: np.ndarray, name: str) -> np.ndarray:
 
 
 def write_pictures(name: str, images: list[TeacherImage], predictions: dict[str, np.ndarray], root: Path,
-                   out_dir: Path, conf_thr: float = 0.5, mosaic_people: int = 48) -> list[Path]:
-    """``{name}_{still}.png`` per still with people and ``{name}_pedestrians.png`` (the first ``mosaic_people``
-    pedestrians, each cropped around its teacher box at 192 px height): teacher green, model magenta."""
+                   out_dir: Path, conf_thr: float = 0.5, mosaic_people: int = 48, boxes: str = "mask") -> list[Path]:
+    """``{name}_{still}.png`` per still with people and their input boxes, and ``{name}_pedestrians.png`` (the
+    first ``mosaic_people`` pedestrians, each cropped around its teacher box at 192 px height): teacher green,
+    model magenta."""
     import cv2
 
     from humanvision.data.io import read_image, write_image
@@ -455,7 +478,7 @@ def write_pictures(name: str, images: list[TeacherImage], predictions: dict[str,
             continue
         image = read_image(root / im.file)
         if im.kind == "still":
-            vis = draw_boxes(image, im.boxes, color=TEACHER_COLOR)
+            vis = draw_boxes(image, im.input_boxes(boxes), color=TEACHER_COLOR)
             vis = _draw_pair(vis, pred, im.keypoints, im.confidence, conf_thr)
             written.append(write_image(out_dir / f"{name}_{im.group}.png", _legend(vis, name)))
             continue
@@ -495,9 +518,9 @@ def print_tables(results: dict[str, Any], counts: dict[str, dict[str, int]]) -> 
     thr, conf_thr = results["thr"], results["conf_thr"]
     models = results["models"]
     console = Console()
-    t = Table(title=f"agreement with the BlazePose teacher, PCK@{thr:g} x box height (joints counted)",
+    t = Table(title=f"agreement with the BlazePose teacher, PCK@{thr:g} x landmark-box height (joints counted)",
               caption=f"counted: teacher joints with visibility >= {conf_thr:g} inside the image; "
-                      "people: the teacher's")
+                      f"people: the teacher's; the model's boxes: {results.get('boxes', 'landmarks')}")
     t.add_column("group")
     t.add_column("people", justify="right")
     for m in models:
@@ -527,16 +550,19 @@ def print_tables(results: dict[str, Any], counts: dict[str, dict[str, int]]) -> 
 
 
 def compare(models: list[tuple[str, Path, Path]], teacher_file: Path, root: Path, thr: float = 0.1,
-            conf_thr: float = 0.5, device: str = "cpu", vis_dir: Path | None = None) -> dict[str, Any]:
-    """Evaluate ``(name, config, weights)`` models against ``teacher_file``: the results dict of
-    ``sim_to_real.json`` (pictures under ``vis_dir`` when given)."""
+            conf_thr: float = 0.5, device: str = "cpu", vis_dir: Path | None = None,
+            boxes: str = "mask") -> dict[str, Any]:
+    """Evaluate ``(name, config, weights)`` models against ``teacher_file`` from ``boxes`` boxes (``mask`` or
+    ``landmarks``): the results dict of ``sim_to_real.json`` (pictures under ``vis_dir`` when given)."""
     from humanvision.skeletons import get_skeleton
 
     images = read_teacher(teacher_file)
+    if images:
+        images[0].input_boxes(boxes)  # a wrong choice fails before any model loads
     joints = get_skeleton("coco17").joints
     teacher_meta = json.loads(Path(teacher_file).read_text())
     results: dict[str, Any] = {
-        "thr": thr, "conf_thr": conf_thr, "joints": list(joints),
+        "thr": thr, "conf_thr": conf_thr, "boxes": boxes, "joints": list(joints),
         "teacher": {"file": str(teacher_file), "counts": teacher_counts(images),
                     "seconds": teacher_meta.get("seconds"), "seconds_per_group": teacher_meta.get("seconds_per_group"),
                     **{k: teacher_meta.get("teacher", {}).get(k) for k in ("mediapipe", "opencv", "thresholds")}},
@@ -545,13 +571,14 @@ def compare(models: list[tuple[str, Path, Path]], teacher_file: Path, root: Path
     for name, config, weights in models:
         t0 = time.perf_counter()
         method, transform, flip = load_model(config, weights, device)
-        ev = evaluate_model(method, transform, images, root, flip_test=flip, thr=thr, conf_thr=conf_thr)
+        ev = evaluate_model(method, transform, images, root, flip_test=flip, thr=thr, conf_thr=conf_thr,
+                            boxes=boxes)
         entry = {"name": name, "config": str(config), "weights": str(weights), "flip_test": flip,
                  "seconds": round(time.perf_counter() - t0, 2),
                  "groups": {g: _jsonable(r, joints) for g, r in ev["groups"].items()}}
         if vis_dir is not None:
             entry["pictures"] = [str(p) for p in write_pictures(name, images, ev["predictions"], root, vis_dir,
-                                                                conf_thr)]
+                                                                conf_thr, boxes=boxes)]
         results["models"].append(entry)
     return results
 
@@ -597,6 +624,9 @@ def main() -> None:
     ap.add_argument("--rerun-teacher", action="store_true", help="Recompute teacher.json.")
     ap.add_argument("--teacher-python", default="python3", help="Interpreter that creates the teacher venv.")
     ap.add_argument("--thr", type=float, default=0.1, help="PCK threshold (fraction of the box height).")
+    ap.add_argument("--boxes", choices=BOX_CHOICES, default="mask",
+                    help="The model's person boxes: the teacher's segmentation extent (mask, a detector-like box) "
+                         "or its landmark extent (landmarks). The PCK scale is the landmark box either way.")
     ap.add_argument("--conf-thr", type=float, default=0.5, help="Teacher visibility threshold.")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "sim_to_real.json")
@@ -631,7 +661,7 @@ def main() -> None:
     if a.prepare_only:
         return
     try:
-        results = compare(models, teacher_file, root, a.thr, a.conf_thr, a.device, a.vis_dir)
+        results = compare(models, teacher_file, root, a.thr, a.conf_thr, a.device, a.vis_dir, a.boxes)
     except HumanVisionError as e:
         sys.exit(f"error: {e}")
     results["env"] = {"python": sys.version.split()[0], "cpus": os.cpu_count()}

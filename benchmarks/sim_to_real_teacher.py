@@ -11,7 +11,7 @@ hand it is
 It reads ``ROOT/manifest.json`` (written by ``sim_to_real.py``: ``{"images": [{"file", "group", "kind"}, ...]}``,
 ``kind`` ``pedestrian`` or ``still``) and writes ``ROOT/teacher.json``.
 
-The teacher is BlazePose full (``mediapipe.solutions.pose.Pose(static_image_mode=True, model_complexity=1)``, the
+The teacher is BlazePose full (``mediapipe.solutions.pose.Pose(static_image_mode=True, model_complexity=1, enable_segmentation=True)``, the
 ``pose_landmark_full.tflite`` that 0.10.21 ships; it ships no lite or heavy landmark model): 33 landmarks with a
 visibility each, one person per input. The people of an image are found as follows.
 
@@ -36,6 +36,14 @@ visibility each, one person per input. The people of an image are found as follo
    midpoint to the mouth's, whichever is larger (the crown lies about 1.7 eye-mouth distances above the eyes: in a
    close-up the body's extent says little about the head), by ``BOX_GROW_BOTTOM`` of its height below (the soles
    below the heel landmarks) and by ``BOX_GROW_SIDE`` of its longer side left and right, then cut to the image.
+   Its height normalises the PCK.
+6. The person's mask box (what the model under test is given by default): BlazePose's own person segmentation
+   (``enable_segmentation=True``, the same landmark model's mask output, on the same crop) thresholded at
+   ``MASK_THR``; of its 8-connected components, the one on which most of the confident COCO joints lie (at least
+   half of those inside the crop, else no mask box); the box is that component's extent joined with the confident
+   COCO joints, cut to the image. This is how COCO draws a box (the person's visible pixels): a head-and-shoulders
+   portrait's box runs to the image border where the torso leaves the picture, while rule 5 stops at the shoulder
+   landmarks. ``mask_box`` is null when no component qualifies (the evaluation then uses ``box``).
 
 ``teacher.json`` layout (coordinates are pixels of the prepared image file, x right, y down, as MediaPipe's
 normalised coordinates times the image size):
@@ -47,7 +55,8 @@ normalised coordinates times the image size):
      "seconds": total, "seconds_per_group": {...},
      "images": [{"file", "group", "kind", "width", "height", "box_source": "hog" | "whole" | "detections",
                  "candidates": n, "people": [
-                     {"box": [x, y, w, h], "candidate_box": [x, y, w, h], "score": mean COCO-joint visibility,
+                     {"box": [x, y, w, h], "mask_box": [x, y, w, h] | null, "candidate_box": [x, y, w, h],
+                      "score": mean COCO-joint visibility,
                       "landmarks": [[x, y, z, visibility, presence], x 33],   (presence: null, 0.10.21's legacy
                                                                                  pose does not fill it)
                       "keypoints": [[x, y], x 17], "confidence": [17 visibilities]}]}]}
@@ -89,6 +98,7 @@ CROP_SCALE = 1.3           # BlazePose's crop: a square of 1.3 x the candidate b
 DEDUP_IOU = 0.5            # teacher boxes overlapping more are one person
 BOX_GROW_TOP, BOX_GROW_BOTTOM, BOX_GROW_SIDE = 0.10, 0.03, 0.05
 HEAD_CROWN = 2.0           # crown margin in eye-to-mouth distances
+MASK_THR = 0.5             # a pixel belongs to the person at segmentation >= 0.5
 FACE = (2, 5, 9, 10)       # left_eye, right_eye, mouth_left, mouth_right
 FORMAT = "humanvision-sim-to-real-teacher/1"
 
@@ -116,6 +126,38 @@ def teacher_box(landmarks: list[list[float]], width: int, height: int) -> list[f
     if x1 <= x0 or y1 <= y0:
         return None
     return [x0, y0, x1 - x0, y1 - y0]
+
+
+def mask_box(mask, window: tuple[int, int, int, int], landmarks: list[list[float]], width: int,
+             height: int) -> list[float] | None:
+    """Rule 6: the box ``[x, y, w, h]`` of the segmentation component under the confident COCO joints, joined with
+    those joints, or None. ``mask``: the ``(y1 - y0, x1 - x0)`` segmentation of the crop ``window``."""
+    import cv2
+    import numpy as np
+
+    x0, y0 = window[0], window[1]
+    joints = [landmarks[i] for i in BLAZEPOSE_TO_COCO17 if landmarks[i][3] >= VISIBILITY_THR]
+    count, labels, stats, _ = cv2.connectedComponentsWithStats((np.asarray(mask) >= MASK_THR).astype(np.uint8), 8)
+    hits = []
+    for p in joints:
+        c, r = int(np.floor(p[0] - x0)), int(np.floor(p[1] - y0))
+        if 0 <= r < labels.shape[0] and 0 <= c < labels.shape[1]:
+            hits.append(int(labels[r, c]))
+    inside = len(hits)
+    hits = [h for h in hits if h > 0]
+    if count < 2 or not hits:
+        return None
+    best = max(set(hits), key=hits.count)
+    if 2 * hits.count(best) < inside:
+        return None
+    bx, by, bw, bh = (int(v) for v in stats[best, :4])
+    xs = [x0 + bx, x0 + bx + bw] + [p[0] for p in joints]
+    ys = [y0 + by, y0 + by + bh] + [p[1] for p in joints]
+    left, right = max(0.0, float(min(xs))), min(float(width), float(max(xs)))
+    top, bottom = max(0.0, float(min(ys))), min(float(height), float(max(ys)))
+    if right <= left or bottom <= top:
+        return None
+    return [left, top, right - left, bottom - top]
 
 
 def iou(a: list[float], b: list[float]) -> float:
@@ -170,8 +212,9 @@ def hog_candidates(hog, image_bgr) -> list[list[float]]:
             if w >= HOG_MIN_WEIGHT]
 
 
-def run_blazepose(pose, image_rgb, window: tuple[int, int, int, int]) -> list[list[float]] | None:
-    """BlazePose on ``image_rgb[y0:y1, x0:x1]``: 33 ``[x, y, z, visibility, presence]`` in image pixels, or None."""
+def run_blazepose(pose, image_rgb, window: tuple[int, int, int, int]):
+    """BlazePose on ``image_rgb[y0:y1, x0:x1]``: (33 ``[x, y, z, visibility, presence]`` in image pixels, the
+    crop's segmentation mask or None), or None."""
     import numpy as np
 
     x0, y0, x1, y1 = window
@@ -180,13 +223,14 @@ def run_blazepose(pose, image_rgb, window: tuple[int, int, int, int]) -> list[li
     if res.pose_landmarks is None:
         return None
     w, h = x1 - x0, y1 - y0
-    return [[x0 + lm.x * w, y0 + lm.y * h, lm.z * w, float(lm.visibility),
-             float(lm.presence) if lm.HasField("presence") else None] for lm in res.pose_landmarks.landmark]
+    landmarks = [[x0 + lm.x * w, y0 + lm.y * h, lm.z * w, float(lm.visibility),
+                  float(lm.presence) if lm.HasField("presence") else None] for lm in res.pose_landmarks.landmark]
+    return landmarks, res.segmentation_mask
 
 
 def person_record(landmarks: list[list[float]], candidate: list[float] | None, width: int,
-                  height: int) -> dict | None:
-    """The kept person (rules 3 and 5) or None."""
+                  height: int, mask=None, window: tuple[int, int, int, int] | None = None) -> dict | None:
+    """The kept person (rules 3, 5 and 6) or None."""
     kp = [landmarks[i] for i in BLAZEPOSE_TO_COCO17]
     conf = [p[3] for p in kp]
     confident = [p for p in kp if p[3] >= VISIBILITY_THR]
@@ -201,7 +245,9 @@ def person_record(landmarks: list[list[float]], candidate: list[float] | None, w
     if box is None:
         return None
     r = lambda v: None if v is None else round(float(v), 3)
-    return {"box": [r(v) for v in box], "candidate_box": None if candidate is None else [r(v) for v in candidate],
+    mbox = None if mask is None else mask_box(mask, window, landmarks, width, height)
+    return {"box": [r(v) for v in box], "mask_box": None if mbox is None else [r(v) for v in mbox],
+            "candidate_box": None if candidate is None else [r(v) for v in candidate],
             "score": round(sum(conf) / len(conf), 4), "landmarks": [[r(v) for v in p] for p in landmarks],
             "keypoints": [[r(p[0]), r(p[1])] for p in kp], "confidence": [r(c) for c in conf]}
 
@@ -242,7 +288,7 @@ def main() -> None:
 
     out_images, per_group = [], {}
     t_all = time.perf_counter()
-    with mp.solutions.pose.Pose(static_image_mode=True, model_complexity=1) as pose:
+    with mp.solutions.pose.Pose(static_image_mode=True, model_complexity=1, enable_segmentation=True) as pose:
         for entry in images:
             t0 = time.perf_counter()
             path = a.root / entry["file"]
@@ -263,8 +309,9 @@ def main() -> None:
                 window = (0, 0, width, height) if cand is None else crop_window(cand, width, height)
                 if window[2] - window[0] < 8 or window[3] - window[1] < 8:
                     continue
-                lms = run_blazepose(pose, rgb, window)
-                if lms is not None and (p := person_record(lms, cand, width, height)) is not None:
+                found = run_blazepose(pose, rgb, window)
+                if found is not None and (p := person_record(found[0], cand, width, height, found[1],
+                                                              window)) is not None:
                     people.append(p)
             people = dedup(people)
             out_images.append({"file": entry["file"], "group": entry["group"], "kind": entry["kind"],
@@ -278,13 +325,14 @@ def main() -> None:
         "format": FORMAT,
         "teacher": {"mediapipe": mp.__version__, "opencv": cv2.__version__, "numpy": np.__version__,
                     "model": "BlazePose full (mediapipe/modules/pose_landmark/pose_landmark_full.tflite), "
-                             "solutions.pose.Pose(static_image_mode=True, model_complexity=1)",
+                             "solutions.pose.Pose(static_image_mode=True, model_complexity=1, "
+                             "enable_segmentation=True)",
                     "model_complexity": 1,
                     "thresholds": {"visibility": VISIBILITY_THR, "min_confident_joints": MIN_CONFIDENT_JOINTS,
                                    "hog_min_weight": HOG_MIN_WEIGHT, "crop_scale": CROP_SCALE,
                                    "dedup_iou": DEDUP_IOU, "box_grow_top": BOX_GROW_TOP,
                                    "box_grow_bottom": BOX_GROW_BOTTOM, "box_grow_side": BOX_GROW_SIDE,
-                                   "head_crown": HEAD_CROWN,
+                                   "head_crown": HEAD_CROWN, "mask": MASK_THR,
                                    "det_thr": a.det_thr if a.detections is not None else None}},
         "blazepose_names": list(BLAZEPOSE_NAMES), "coco17_names": list(COCO17_NAMES),
         "coco17_from_blazepose": list(BLAZEPOSE_TO_COCO17),

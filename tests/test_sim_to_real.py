@@ -185,6 +185,43 @@ def test_person_record_and_dedup():
     assert teacher_mod.dedup([a, b, c]) == [b, c]
 
 
+def test_mask_box_rule():
+    # a 200x200 crop at (100, 50): the person's component (crop rows 20..149, cols 40..89) and a larger neighbour
+    # (cols 120..199, every row); the mask's values straddle the 0.5 threshold
+    window = (100, 50, 300, 250)
+    mask = np.full((200, 200), 0.2, np.float32)
+    mask[20:150, 40:90] = 0.5  # exactly the threshold: the person
+    mask[:, 120:] = 0.8
+    pts = {0: (160, 80, 0.9), 11: (150, 100, 0.9), 12: (180, 100, 0.9),  # on the person
+           15: (195, 120, 0.9),  # left wrist off the mask: the box still holds it
+           16: (250, 100, 0.9),  # right wrist on the neighbour (outvoted 3 to 1)
+           27: (90, 230, 0.3)}   # an unconfident ankle counts nowhere
+    lms = _landmarks(pts)
+    x, y, w, h = teacher_mod.mask_box(mask, window, lms, 1000, 1000)
+    # x: the component 140..190 joined with the joints 150..250; y: the component 70..200 with the joints 80..120
+    assert (x, y, x + w, y + h) == pytest.approx((140, 70, 250, 200))
+    # cut to the image
+    x, y, w, h = teacher_mod.mask_box(mask, window, lms, 200, 180)
+    assert (x + w, y + h) == (200.0, 180.0)
+    # the neighbour wins the vote -> its component (crop cols 120..199 -> image 220..300, rows 0..199 -> 50..250)
+    # joined with every confident joint
+    lms = _landmarks({**pts, 13: (260, 60, 0.9), 14: (280, 240, 0.9), 23: (230, 200, 0.9), 24: (290, 90, 0.9)})
+    x, y, w, h = teacher_mod.mask_box(mask, window, lms, 1000, 1000)
+    assert (x, y, x + w, y + h) == pytest.approx((150, 50, 300, 250))  # x from the left shoulder
+    # the component needs at least half of the confident joints inside the crop
+    split = {0: (160, 80, 0.9), 11: (150, 100, 0.9), 15: (195, 120, 0.9), 16: (250, 100, 0.9),
+             8: (10, 10, 0.9)}  # the right ear lies outside the crop: not counted
+    assert teacher_mod.mask_box(mask, window, _landmarks(split), 1000, 1000) is not None  # 2 of 4: exactly half
+    split[7] = (105, 60, 0.9)  # the left ear inside the crop, off the mask: 2 of 5
+    assert teacher_mod.mask_box(mask, window, _landmarks(split), 1000, 1000) is None
+    assert teacher_mod.mask_box(np.zeros((200, 200)), window, _landmarks(pts), 1000, 1000) is None  # empty mask
+    # person_record writes it (rounded), or null without a mask
+    p = teacher_mod.person_record(_landmarks({**pts, 5: (170, 90, 0.9), 6: (175, 90, 0.9)}), None, 1000, 1000,
+                                  mask, window)
+    assert p["mask_box"] == [140.0, 70.0, 110.0, 130.0]
+    assert teacher_mod.person_record(_landmarks({**pts, 5: (170, 90, 0.9)}), None, 1000, 1000)["mask_box"] is None
+
+
 def test_teacher_env_failures_are_clear(tmp_path):
     with pytest.raises(SystemExit, match="cannot run .*--teacher-python"):
         s2r.ensure_teacher_env(tmp_path / "real", python=str(tmp_path / "no-such-python"))
@@ -229,6 +266,22 @@ def test_read_teacher_fixture(tmp_path):
     assert s2r.teacher_counts(images) == {"pedestrians": {"images": 1, "people": 2},
                                           "b": {"images": 1, "people": 0}, "stills": {"images": 1, "people": 0}}
 
+    # mask boxes: a teacher file written before them, or a person without one, gives its landmark box
+    assert a.input_boxes("mask").tolist() == a.boxes.tolist() == a.input_boxes("landmarks").tolist()
+    doc["images"][0]["people"][0]["mask_box"] = [1, 2, 40, 70]
+    doc["images"][0]["people"][1]["mask_box"] = None
+    path.write_text(json.dumps(doc))
+    a = s2r.read_teacher(path)[0]
+    assert a.input_boxes("mask").tolist() == [[1, 2, 40, 70], [50, 4, 30, 70]]
+    assert a.input_boxes("landmarks").tolist() == [[5, 6, 30, 60], [50, 4, 30, 70]]
+    with pytest.raises(ConfigError, match="--boxes: one of mask, landmarks, got 'detector'"):
+        a.input_boxes("detector")
+    doc["images"][0]["people"][1]["mask_box"] = [50, 4, 0, 70]
+    path.write_text(json.dumps(doc))
+    with pytest.raises(DataError, match=r"image pedestrians/a.png, person 1: field mask_box: box .* has no area"):
+        s2r.read_teacher(path)
+    doc["images"][0]["people"][1]["mask_box"] = None
+
     doc["images"][0]["people"][1]["keypoints"] = kps[:16]
     path.write_text(json.dumps(doc))
     with pytest.raises(DataError, match=r"image pedestrians/a.png, person 1: field keypoints: expected shape"):
@@ -262,7 +315,7 @@ def _tiny_model(tmp_path: Path, skeleton: str = "coco17") -> tuple[Path, Path]:
     return config, weights
 
 
-def test_compare_end_to_end(tmp_path):
+def test_compare_end_to_end(tmp_path, monkeypatch):
     from humanvision.data.io import write_image
 
     rng = np.random.default_rng(1)
@@ -302,6 +355,32 @@ def test_compare_end_to_end(tmp_path):
         assert 0 <= g["correct"] <= g["count"] and (g["pck"] is None or 0 <= g["pck"] <= 1)
     assert sorted(Path(p).name for p in model["pictures"]) == ["tiny_b.png", "tiny_pedestrians.png"]
     assert all(Path(p).is_file() for p in model["pictures"])
+
+    # the model's boxes: the mask box by default, the landmark box on request; the PCK's scale is the landmark
+    # box's height either way
+    doc["images"][1]["people"][0]["mask_box"] = [0, 0, 64, 64]
+    teacher.write_text(json.dumps(doc))
+    seen = []
+
+    def spy(pred, teacher_kp, conf, heights, **kw):
+        seen.append(np.asarray(heights).tolist())
+        return agreement(pred, teacher_kp, conf, heights, **kw)
+
+    monkeypatch.setattr(s2r, "agreement", spy)
+    by_mask = s2r.compare([("tiny", config, weights)], teacher, root)
+    assert by_mask["boxes"] == "mask" and seen == [[60.0, 70.0], [58.0]]
+    seen.clear()
+    by_landmarks = s2r.compare([("tiny", config, weights)], teacher, root, boxes="landmarks")
+    assert by_landmarks["boxes"] == "landmarks" and seen == [[60.0, 70.0], [58.0]]
+    # the pedestrians (no mask box) are scored alike; the still's predictions come from another crop
+    assert by_mask["models"][0]["groups"]["pedestrians"] == by_landmarks["models"][0]["groups"]["pedestrians"]
+    method, transform, flip = s2r.load_model(config, weights)
+    images = s2r.read_teacher(teacher)
+    a = s2r.evaluate_model(method, transform, images, root, flip_test=flip)["predictions"]["stills/b.png"]
+    b = s2r.evaluate_model(method, transform, images, root, flip_test=flip, boxes="landmarks")
+    assert not np.allclose(a, b["predictions"]["stills/b.png"])
+    with pytest.raises(ConfigError, match="--boxes"):
+        s2r.compare([("tiny", config, weights)], teacher, root, boxes="hog")
 
     # the prediction path itself: image pixels for each box
     method, transform, _ = s2r.load_model(config, weights)

@@ -158,7 +158,8 @@ def arm_overrides(arm: str, args: argparse.Namespace) -> list[str]:
             [f"data.synthetic_preset={arm}", f"data.synthetic_backgrounds={args.backgrounds}",
              f"data.synthetic_train={args.new_images}",
              f"data.synthetic_dir=data/synthetic_{arm}_world_{args.new_images}"])
-    return data + [f"train.epochs={args.epochs}", "train.max_minutes=null", "train.min_steps=null",
+    augment = [f"data.augment={args.augment}"] if getattr(args, "augment", None) else []
+    return data + augment + [f"train.epochs={args.epochs}", "train.max_minutes=null", "train.min_steps=null",
                    f"train.output_dir={args.work / arm}", "train.progress=false", f"train.seed={args.seed}"]
 
 
@@ -220,6 +221,8 @@ def evaluate_shots(arm: str, args: argparse.Namespace) -> dict:
 
 
 def main() -> None:
+    from humanvision.methods.topdown import AUGMENT
+
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--preset", default="coco", help="the new world's preset")
     p.add_argument("--backgrounds", type=Path, default=Path("data/backgrounds"))
@@ -234,6 +237,9 @@ def main() -> None:
     p.add_argument("--arms", default="", help="comma-separated arms to train and report (default: legacy, the "
                    "preset, mix and the --variants)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--augment", default=None, choices=list(AUGMENT),
+                   help="data.augment of every arm (default: the recipe's, flip only; vitpose adds shift, +-50%% "
+                        "scale, +-40 deg rotation and half-body crops)")
     p.add_argument("--work", type=Path, default=Path("runs/worlds"))
     p.add_argument("--real", type=Path, default=Path("data/real"), help="sim_to_real.py's data folder")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/synthetic_worlds.json"))

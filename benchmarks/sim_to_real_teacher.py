@@ -11,9 +11,10 @@ hand it is
 It reads ``ROOT/manifest.json`` (written by ``sim_to_real.py``: ``{"images": [{"file", "group", "kind"}, ...]}``,
 ``kind`` ``pedestrian`` or ``still``) and writes ``ROOT/teacher.json``.
 
-The teacher is BlazePose full (``mediapipe.solutions.pose.Pose(static_image_mode=True, model_complexity=1, enable_segmentation=True)``, the
-``pose_landmark_full.tflite`` that 0.10.21 ships; it ships no lite or heavy landmark model): 33 landmarks with a
-visibility each, one person per input. The people of an image are found as follows.
+The teacher is BlazePose full (``mediapipe.solutions.pose.Pose(static_image_mode=True, model_complexity=1,
+enable_segmentation=True)``, the ``pose_landmark_full.tflite`` that 0.10.21 ships; it ships no lite or heavy landmark
+model): 33 landmarks with a visibility each and a person mask, one person per input. The people of an image are
+found as follows.
 
 1. Candidates. ``kind: pedestrian`` (the 2x upscaled vtest.avi frames): OpenCV's HOG people detector
    (``cv2.HOGDescriptor_getDefaultPeopleDetector()``, window stride 8, padding 16, scale step 1.05, every box with

@@ -139,6 +139,13 @@ def variant_set(arm: str, args: argparse.Namespace) -> Path:
     return root
 
 
+def run_dir(arm: str, args: argparse.Namespace) -> Path:
+    """Where arm's run lives: ``--work/ARM``, or ``--work/ARM-augment-NAME`` with ``--augment`` (a finished run is
+    reused, so runs with another augmentation must not share a folder)."""
+    augment = getattr(args, "augment", None)
+    return args.work / (f"{arm}-augment-{augment}" if augment else arm)
+
+
 def arm_overrides(arm: str, args: argparse.Namespace) -> list[str]:
     """The recipe overrides of one arm (data) at the shared step budget (train)."""
     if arm.startswith(f"{args.preset}-"):
@@ -160,7 +167,7 @@ def arm_overrides(arm: str, args: argparse.Namespace) -> list[str]:
              f"data.synthetic_dir=data/synthetic_{arm}_world_{args.new_images}"])
     augment = [f"data.augment={args.augment}"] if getattr(args, "augment", None) else []
     return data + augment + [f"train.epochs={args.epochs}", "train.max_minutes=null", "train.min_steps=null",
-                   f"train.output_dir={args.work / arm}", "train.progress=false", f"train.seed={args.seed}"]
+                   f"train.output_dir={run_dir(arm, args)}", "train.progress=false", f"train.seed={args.seed}"]
 
 
 def train_arm(arm: str, args: argparse.Namespace) -> dict:
@@ -187,7 +194,7 @@ def evaluate_on(arm: str, world: str, args: argparse.Namespace) -> dict:
 
     recipe = _load_recipe(RECIPE, arm_overrides(world, args))
     prepare_synthetic(recipe.data, quiet=True)
-    method = build_method(recipe, weights=args.work / arm).eval()
+    method = build_method(recipe, weights=run_dir(arm, args)).eval()
     metrics = evaluate_topdown(method, recipe, out_dir=None)
     return {k: metrics[k] for k in ("AP", "AP50", "AP75", "AR", "PCK@0.2") if k in metrics}
 
@@ -216,7 +223,7 @@ def evaluate_shots(arm: str, args: argparse.Namespace) -> dict:
                                                                                        root / "val"),
                                         ("data.train_ann", ann), ("data.train_images", root / "val"))]
         recipe = _load_recipe(RECIPE, data)
-        method = build_method(recipe, weights=args.work / arm).eval()
+        method = build_method(recipe, weights=run_dir(arm, args)).eval()
         metrics = evaluate_topdown(method, recipe, out_dir=None)
         out[kind] = {k: metrics[k] for k in ("AP", "PCK@0.2")}
         out[kind].update(subject_pck(method, build_transform(method, recipe.data, train=False),
@@ -277,7 +284,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--augment", default=None, choices=list(AUGMENT),
                    help="data.augment of every arm (default: the recipe's, flip only; vitpose adds shift, +-50%% "
-                        "scale, +-40 deg rotation and half-body crops)")
+                        "scale, +-40 deg rotation and half-body crops; runs go to WORK/ARM-augment-NAME)")
     p.add_argument("--work", type=Path, default=Path("runs/worlds"))
     p.add_argument("--real", type=Path, default=Path("data/real"), help="sim_to_real.py's data folder")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/synthetic_worlds.json"))
@@ -300,9 +307,9 @@ def main() -> None:
 
     sim_to_real.prepare_data(args.real, 12, sim_to_real.ensure_teacher_env(args.real))
     teacher = sim_to_real.run_teacher(args.real, sim_to_real.ensure_teacher_env(args.real))
-    real = sim_to_real.compare([(arm, RECIPE, args.work / arm) for arm in arms], teacher, args.real,
+    real = sim_to_real.compare([(arm, RECIPE, run_dir(arm, args)) for arm in arms], teacher, args.real,
                                vis_dir=args.out.parent / "synthetic_worlds")
-    real_landmarks = sim_to_real.compare([(arm, RECIPE, args.work / arm) for arm in arms], teacher, args.real,
+    real_landmarks = sim_to_real.compare([(arm, RECIPE, run_dir(arm, args)) for arm in arms], teacher, args.real,
                                          boxes="landmarks")
 
     from rich.console import Console

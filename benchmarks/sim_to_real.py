@@ -274,9 +274,14 @@ class TeacherImage:
 
     def input_boxes(self, which: str) -> np.ndarray:
         """The boxes the model is given: ``mask`` or ``landmarks``."""
-        if which not in BOX_CHOICES:
-            raise ConfigError(f"--boxes: one of {', '.join(BOX_CHOICES)}, got {which!r}")
+        check_boxes(which)
         return self.boxes if which == "landmarks" or self.mask_boxes is None else self.mask_boxes
+
+
+def check_boxes(which: str) -> None:
+    """``--boxes`` is one of :data:`BOX_CHOICES` (a ConfigError otherwise)."""
+    if which not in BOX_CHOICES:
+        raise ConfigError(f"--boxes: one of {', '.join(BOX_CHOICES)}, got {which!r}")
 
 
 def _numbers(value: Any, shape: tuple[int, ...], path: str, record: str, fld: str) -> np.ndarray:
@@ -556,9 +561,8 @@ def compare(models: list[tuple[str, Path, Path]], teacher_file: Path, root: Path
     ``landmarks``): the results dict of ``sim_to_real.json`` (pictures under ``vis_dir`` when given)."""
     from humanvision.skeletons import get_skeleton
 
+    check_boxes(boxes)  # before any model loads
     images = read_teacher(teacher_file)
-    if images:
-        images[0].input_boxes(boxes)  # a wrong choice fails before any model loads
     joints = get_skeleton("coco17").joints
     teacher_meta = json.loads(Path(teacher_file).read_text())
     results: dict[str, Any] = {

@@ -241,13 +241,14 @@ def subject_pck(method, transform, flip_test: bool, ann: Path, images: Path, thr
     from sim_to_real import predict_people
 
     from humanvision.data.io import read_image
+    from humanvision.metrics.agreement import agreement
 
     doc = json.loads(ann.read_text())
     people: dict[int, list[dict]] = {}
     for a in doc["annotations"]:
         if a.get("num_keypoints", 0) > 0 and not a.get("iscrowd"):
             people.setdefault(a["image_id"], []).append(a)
-    tally = {"subject": [0, 0], "others": [0, 0]}
+    groups: dict[str, list[tuple]] = {"subject": [], "others": []}
     for im in doc["images"]:
         anns = people.get(im["id"], [])
         if not anns:
@@ -257,12 +258,15 @@ def subject_pck(method, transform, flip_test: bool, ann: Path, images: Path, thr
         subject = int(np.argmax([a["area"] for a in anns]))
         for i, (a, pred) in enumerate(zip(anns, kp)):
             gt = np.asarray(a["keypoints"], float).reshape(-1, 3)
-            labelled = gt[:, 2] > 0
-            hit = np.linalg.norm(pred - gt[:, :2], axis=1) < thr * a["bbox"][3]
-            t = tally["subject" if i == subject else "others"]
-            t[0] += int(hit[labelled].sum())
-            t[1] += int(labelled.sum())
-    return {f"PCK@{thr:g} {k}": 100.0 * c / n if n else float("nan") for k, (c, n) in tally.items()}
+            groups["subject" if i == subject else "others"].append((pred, gt[:, :2], gt[:, 2] > 0, a["bbox"][3]))
+    out = {}
+    for name, rows in groups.items():
+        if not rows:
+            out[f"PCK@{thr:g} {name}"] = float("nan")
+            continue
+        pred, gt, labelled, heights = (np.array(v) for v in zip(*rows))
+        out[f"PCK@{thr:g} {name}"] = 100.0 * agreement(pred, gt, labelled.astype(float), heights, thr=thr)["pck"]
+    return out
 
 
 def main() -> None:

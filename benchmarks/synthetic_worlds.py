@@ -11,7 +11,8 @@ busy machine trains as long, not less):
   visibility); an epoch is over people, and this world has 2.4 people per image, so it gets ``--new-images``
   images (4,922: the same 11,876 labelled people as legacy's 12,000 images), hence the same steps.
 * ``mix``: half of each (the first 6,000 legacy images and the first 2,449 preset images: 5,936 + 5,938 people),
-  the same steps again (``--mix-new 0`` skips it).
+  the same steps again (``--mix-new 0`` skips it); ``mix-VARIANT`` (with ``--arms``) takes its new half from a
+  variant's set (below), as many people again.
 
 Each trained model is then evaluated (GT boxes, flip test) on the 150 validation images of *both* worlds (OKS AP:
 "without losing synthetic-val AP" is the legacy column), on 80 images of the preset per kind of shot (whole body,
@@ -53,35 +54,48 @@ VARIANTS: dict[str, dict] = {
     "portraits": {"shots": (0.55, 0.25, 0.20), "portrait_bottom": (-0.1, 0.1),  # "closeups" with face-filling
                   "portrait_height": 0.12},                                   # portraits (cut at the neck)
     "closeups": {"shots": (0.55, 0.25, 0.20)},        # 45 % upper-body and head-and-shoulders shots instead of 22 %
+    "annotated": {"infer_min_visible": 0.25},         # a person three quarters hidden keeps only its visible joints
+    "actions": {"actions": 0.3},                      # 30 % of the people in motion-capture poses (kicks, dances, ...)
 }
 
 
-def mixed_set(args: argparse.Namespace) -> Path:
+def mixed_set(args: argparse.Namespace, variant: str | None = None) -> Path:
     """The ``mix`` arm's training set: the first ``--mix-legacy`` images of the legacy set and the first
     ``--mix-new`` of the new world's (5,936 + 5,938 people: as many as each other arm), hard-linked into one
-    COCO-format folder (``legacy_*`` / ``{preset}_*`` file names, ids renumbered)."""
-    import json
+    COCO-format folder (``legacy_*`` / ``{preset}_*`` file names, ids renumbered). ``mix-VARIANT`` (``variant``)
+    takes its new half from the variant's set instead: its first images holding as many people."""
     import os
 
-    out = Path(f"data/synthetic_mix_{args.preset}")
+    tag = args.preset if variant is None else f"{args.preset}-{variant}"
+    out = Path(f"data/synthetic_mix_{tag}")
     ann = out / "annotations" / "person_keypoints_train.json"
     if ann.exists():
         return out
+    legacy = Path("data/synthetic_coco")
+    base = Path(f"data/synthetic_{args.preset}_world_{args.new_images}")
+    base_doc = json.loads((base / "annotations" / "person_keypoints_train.json").read_text())
+    sources = [("legacy", legacy, _first_images(json.loads(
+        (legacy / "annotations" / "person_keypoints_train.json").read_text()), args.mix_legacy))]
+    if variant is None:
+        sources.append((tag, base, _first_images(base_doc, args.mix_new)))
+    else:
+        counts = people_per_image(base / "annotations" / "person_keypoints_train.json", base / "train")
+        target = sum(counts.get(im["id"], 0) for im in base_doc["images"][:args.mix_new])
+        root = variant_set(tag, args)
+        sources.append((tag, root, first_people(root / "annotations" / "person_keypoints_train.json",
+                                                root / "train", target, f"mix-{variant}")))
     (out / "train").mkdir(parents=True, exist_ok=True)
     merged: dict = {"images": [], "annotations": [], "categories": None, "info": {"mix": []}}
-    for tag, root, n in (("legacy", Path("data/synthetic_coco"), args.mix_legacy),
-                         (args.preset, Path(f"data/synthetic_{args.preset}_world_{args.new_images}"), args.mix_new)):
-        src = json.loads((root / "annotations" / "person_keypoints_train.json").read_text())
+    for name, root, src in sources:
         merged["categories"] = src["categories"]
-        merged["info"]["mix"].append({"source": str(root), "images": n})
-        keep = {im["id"]: im for im in src["images"][:n]}
+        merged["info"]["mix"].append({"source": str(root), "images": len(src["images"])})
         new_id = {}
-        for old, im in keep.items():
-            new_id[old] = len(merged["images"]) + 1
-            name = f"{tag}_{im['file_name']}"
-            if not (out / "train" / name).exists():
-                os.link(root / "train" / im["file_name"], out / "train" / name)
-            merged["images"].append({**im, "id": new_id[old], "file_name": name})
+        for im in src["images"]:
+            new_id[im["id"]] = len(merged["images"]) + 1
+            file_name = f"{name}_{im['file_name']}"
+            if not (out / "train" / file_name).exists():
+                os.link(root / "train" / im["file_name"], out / "train" / file_name)
+            merged["images"].append({**im, "id": new_id[im["id"]], "file_name": file_name})
         for a in src["annotations"]:
             if a["image_id"] in new_id:
                 merged["annotations"].append({**a, "id": len(merged["annotations"]) + 1,
@@ -89,6 +103,13 @@ def mixed_set(args: argparse.Namespace) -> Path:
     ann.parent.mkdir(parents=True, exist_ok=True)
     ann.write_text(json.dumps(merged))
     return out
+
+
+def _first_images(doc: dict, n: int) -> dict:
+    """A COCO document cut to its first ``n`` images."""
+    keep = {im["id"] for im in doc["images"][:n]}
+    return {**doc, "images": doc["images"][:n], "annotations": [a for a in doc["annotations"]
+                                                                if a["image_id"] in keep]}
 
 
 def count_people(root: Path) -> int:
@@ -102,7 +123,6 @@ def count_people(root: Path) -> int:
 def variant_set(arm: str, args: argparse.Namespace) -> Path:
     """``{preset}-{variant}``'s training set: rendered once (10 % more images than the preset's arm, same seed and
     size), then its first images holding as many people as the preset's arm written as ``train_people.json``."""
-    from humanvision.data.readers import CocoKeypoints
     from humanvision.data.synthetic.presets import scene_config
     from humanvision.data.synthetic.writers import generate_coco
 
@@ -120,11 +140,25 @@ def variant_set(arm: str, args: argparse.Namespace) -> Path:
         cfg = scene_config(args.preset, backgrounds=args.backgrounds, **VARIANTS[variant])
         print(f"rendering {arm}: {int(args.new_images * 1.1)} images", flush=True)
         generate_coco(root, {"train": int(args.new_images * 1.1)}, size=size, seed=0, config=cfg, workers=2)
-    reader = CocoKeypoints(full, root / "train", skeleton="coco17", mode="instance")
-    doc = json.loads(full.read_text())
+    ann.write_text(json.dumps(first_people(full, root / "train", target, arm)))
+    return root
+
+
+def people_per_image(full: Path, images: Path) -> dict[int, int]:
+    """Training people per image id of a COCO file (the top-down reader's count: labelled, not crowd)."""
+    from humanvision.data.readers import CocoKeypoints
+
+    reader = CocoKeypoints(full, images, skeleton="coco17", mode="instance")
     per_image: dict[int, int] = {}
     for image_id in (int(reader.image_ids[o]) for o in reader.owner):
         per_image[image_id] = per_image.get(image_id, 0) + 1
+    return per_image
+
+
+def first_people(full: Path, images: Path, target: int, name: str) -> dict:
+    """The COCO document ``full`` cut to its first images that hold ``target`` training people."""
+    per_image = people_per_image(full, images)
+    doc = json.loads(full.read_text())
     keep, n = set(), 0
     for im in doc["images"]:
         if n >= target:
@@ -132,11 +166,10 @@ def variant_set(arm: str, args: argparse.Namespace) -> Path:
         keep.add(im["id"])
         n += per_image.get(im["id"], 0)
     if n < target:
-        raise SystemExit(f"{arm}: {n} people in {len(doc['images'])} images, fewer than {target}; render more")
+        raise SystemExit(f"{name}: {n} people in {len(doc['images'])} images, fewer than {target}; render more")
     doc["images"] = [im for im in doc["images"] if im["id"] in keep]
     doc["annotations"] = [a for a in doc["annotations"] if a["image_id"] in keep]
-    ann.write_text(json.dumps(doc))
-    return root
+    return doc
 
 
 def run_dir(arm: str, args: argparse.Namespace) -> Path:
@@ -154,8 +187,8 @@ def arm_overrides(arm: str, args: argparse.Namespace) -> list[str]:
                 f"data.train_images={root}/train",
                 "data.val_ann=data/synthetic_coco/annotations/person_keypoints_val.json",
                 "data.val_images=data/synthetic_coco/val"]
-    elif arm == "mix":
-        root = mixed_set(args)
+    elif arm == "mix" or arm.startswith("mix-"):
+        root = mixed_set(args, arm[4:] or None)
         data = ["data.source=coco", f"data.train_ann={root}/annotations/person_keypoints_train.json",
                 f"data.train_images={root}/train",
                 "data.val_ann=data/synthetic_coco/annotations/person_keypoints_val.json",
@@ -284,7 +317,7 @@ def main() -> None:
     p.add_argument("--variants", default="", help=f"comma-separated ablation arms, the preset with one feature "
                    f"changed: {', '.join(VARIANTS)}")
     p.add_argument("--arms", default="", help="comma-separated arms to train and report (default: legacy, the "
-                   "preset, mix and the --variants)")
+                   "preset, mix and the --variants; also PRESET-VARIANT and mix-VARIANT)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--augment", default=None, choices=list(AUGMENT),
                    help="data.augment of every arm (default: the recipe's, flip only; vitpose adds shift, +-50%% "

@@ -24,8 +24,8 @@ from humanvision.data.synthetic import (
 )
 from humanvision.data.synthetic.presets import PRESETS, preset_statistics, scene_config
 from humanvision.data.synthetic.render import Background, PrimitiveSet, render
-from humanvision.data.synthetic.scene import _person_primitives, adjacent_parts, annotate
-from humanvision.errors import ConfigError
+from humanvision.data.synthetic.scene import _person_primitives, adjacent_parts, annotate, unlabel_hidden
+from humanvision.errors import ConfigError, DataError
 from humanvision.geometry.camera import Camera
 from humanvision.skeletons import get_skeleton
 
@@ -209,6 +209,72 @@ def test_coco_visibility_matches_a_reference_implementation():
                 assert view.visibility[p, k] == want, (i, p, name)
                 checked += 1
     assert excused > 0 and checked > 200
+
+
+def test_unlabel_hidden_drops_the_hidden_joints_of_a_mostly_hidden_person():
+    vis = np.array([[2, 1, 1, 1, 0],    # 1 of 4 in-image joints visible: 0.25
+                    [2, 2, 1, 1, 0],    # 0.5
+                    [1, 1, 1, 1, 1],    # nothing visible
+                    [0, 0, 0, 0, 0]])   # not in the image
+    assert np.array_equal(unlabel_hidden(vis, 0.3), [[2, 0, 0, 0, 0], [2, 2, 1, 1, 0], [0] * 5, [0] * 5])
+    assert np.array_equal(unlabel_hidden(vis, 0.25), [[2, 1, 1, 1, 0], [2, 2, 1, 1, 0], [0] * 5, [0] * 5])
+    assert np.array_equal(unlabel_hidden(vis, 0.0), vis)
+    with pytest.raises(ConfigError, match="SceneConfig.infer_min_visible"):
+        SceneConfig(infer_min_visible=1.5)
+
+
+def test_infer_min_visible_changes_only_the_labels_of_mostly_hidden_people():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # no background folder
+        cfg = replace(scene_config("coco", size=(96, 96)), rgb=False, crowd=1.0, people=(3, 4))
+    changed = 0
+    for i in range(8):
+        a = generate_frame(cfg, 2, i).views[0]
+        b = generate_frame(replace(cfg, infer_min_visible=0.4), 2, i).views[0]
+        assert np.array_equal(a.depth, b.depth) and np.array_equal(a.keypoints_2d, b.keypoints_2d)
+        inside = (a.visibility > 0).sum(1)
+        share = (a.visibility == 2).sum(1) / np.maximum(inside, 1)
+        for p in range(a.visibility.shape[0]):
+            if inside[p] and share[p] < 0.4:
+                assert np.array_equal(b.visibility[p], np.where(a.visibility[p] == 1, 0, a.visibility[p]))
+                changed += int((a.visibility[p] == 1).sum())
+            else:
+                assert np.array_equal(b.visibility[p], a.visibility[p])
+    assert changed > 0
+
+
+def _bend_angles(joints: np.ndarray) -> np.ndarray:
+    """Elbow and knee angles (degrees): do not depend on where the person stands or which way it faces."""
+    out = []
+    for a, b, c in [(f"{s}_{x}", f"{s}_{y}", f"{s}_{z}") for s in ("left", "right")
+                    for x, y, z in (("shoulder", "elbow", "wrist"), ("hip", "knee", "ankle"))]:
+        u, v = joints[J[a]] - joints[J[b]], joints[J[c]] - joints[J[b]]
+        out.append(np.degrees(np.arccos(np.clip(u @ v / np.linalg.norm(u) / np.linalg.norm(v), -1, 1))))
+    return np.array(out)
+
+
+def test_action_poses_are_frames_of_the_motion_clip():
+    pytest.importorskip("pybullet_data")
+    from humanvision.data.synthetic.motion import load_deepmimic, retarget
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # no background folder
+        cfg = replace(scene_config("coco", size=(96, 96)), rgb=False, walking=0.0)
+    kick = load_deepmimic("kick")
+    for i in range(3):
+        plain = generate_frame(cfg, 4, i)
+        acted = generate_frame(replace(cfg, actions=1.0, action_clips=("kick",)), 4, i)
+        for a, b in zip(plain.people, acted.people, strict=True):
+            assert a.shape == b.shape and not np.allclose(a.joints, b.joints)
+            clip = np.stack([_bend_angles(pose_body(b.shape, global_rotations=retarget(kick, f, b.shape)[0]).joints)
+                             for f in range(len(kick))])
+            assert np.abs(clip - _bend_angles(b.joints)).max(1).min() < 1e-6  # one of the clip's frames
+    with pytest.raises(ConfigError, match="SceneConfig.actions"):
+        SceneConfig(actions=1.5)
+    with pytest.raises(ConfigError, match="SceneConfig.action_clips"):
+        SceneConfig(action_clips=())
+    with pytest.raises(DataError, match="unknown DeepMimic clip 'kik'.*'kick'"):
+        generate_frame(replace(cfg, actions=1.0, action_clips=("kik",)), 4, 0)
 
 
 # ------------------------------------------------------------------------------------------- bad input

@@ -23,7 +23,9 @@ With ``SceneConfig(visibility="coco")`` a joint that fails the depth test is occ
 front of it belongs to another person, an occluder or the ground, or to a body part of the same person that does not
 meet at the joint (:func:`adjacent_parts`): an ankle behind its own foot or shin, a wrist behind its own hand or
 forearm, a knee behind its own thigh or shin stay visible (2), as a COCO annotator marks them. Points on the body's
-surface (face points, finger and toe tips, heel) have no such excuse: behind their own part they face away.
+surface (face points, finger and toe tips, heel) have no such excuse: behind their own part they face away. With
+``SceneConfig(infer_min_visible=f)`` the hidden joints of a person showing less than ``f`` of its in-image joints are
+0 (COCO's "not labelled"): an annotator does not guess a body hidden behind another.
 
 Scene composition and appearance (all opt-in; :class:`SceneConfig`'s defaults reproduce the frames above byte for
 byte, and each new feature draws from its own generator ``default_rng([seed, index, 97, stream])``, so switching one
@@ -129,6 +131,12 @@ class SceneConfig:
     Attributes:
         walking: probability that a person walks (a gait at a random phase) instead of a sampled pose (ignored
             with ``motion``).
+        actions: probability that a person takes instead a pose of real motion capture: a random frame of one of
+            ``action_clips`` (DeepMimic clips of the ``pybullet`` wheel: kicks, punches, runs, jumps, spins,
+            dances; retargeted to the person's shape, at a random heading; ignored with ``motion``). Needs
+            ``pybullet``.
+        action_clips: the clips of ``actions`` (:func:`~.motion.deepmimic_clips` lists them; the default takes the
+            upright ones: no rolls, crawls, flips or getting up).
         backgrounds: a folder of photos without people (:class:`~.backgrounds.BackgroundBank`, loaded once per
             process), used with probability ``background_prob`` per view instead of the procedural backdrop;
             under a photo the ground plane is kept with probability ``photo_ground``.
@@ -146,6 +154,10 @@ class SceneConfig:
             without it the head is today's ellipsoid with painted eyes and mouth.
         effects: photometric effects applied to each rendered view (:class:`~.photometric.ImageEffects`).
         visibility: ``"depth"`` (today's rule) or ``"coco"`` (an annotator's rule; see the module docstring).
+        infer_min_visible: a hidden joint keeps its label (1) only on a person with at least this share of its
+            in-image joints visible; on a person mostly hidden (behind others, an occluder, the border's cut) its
+            hidden joints become unlabelled (0), as a COCO annotator infers hidden joints from the body they see
+            and leaves them out where too little shows (:func:`unlabel_hidden`). 0 labels every hidden joint.
     """
 
     size: tuple[int, int] = (256, 256)
@@ -171,6 +183,8 @@ class SceneConfig:
     portrait_height: float = 0.3
     # appearance
     walking: float = 0.0
+    actions: float = 0.0
+    action_clips: tuple[str, ...] = ("run", "jump", "kick", "punch", "spin", "spinkick", "dance_a", "dance_b")
     backgrounds: str | Path | None = None
     background_prob: float = 1.0
     photo_ground: float = 0.0
@@ -185,6 +199,7 @@ class SceneConfig:
     effects: ImageEffects | None = None
     # labels
     visibility: Literal["depth", "coco"] = "depth"
+    infer_min_visible: float = 0.0
 
     def __post_init__(self) -> None:
         """Check the new fields' values with errors that name the field."""
@@ -193,7 +208,8 @@ class SceneConfig:
             if p.shape != (3,) or (p < 0).any() or p.sum() <= 0:
                 raise ConfigError(f"SceneConfig.shots: three non-negative probabilities (full, upper, head) with a "
                                   f"positive sum, got {self.shots!r}")
-        for name in ("truncation", "crowd", "walking", "background_prob", "photo_ground"):
+        for name in ("truncation", "crowd", "walking", "actions", "background_prob", "photo_ground",
+                     "infer_min_visible"):
             if not 0.0 <= float(getattr(self, name)) <= 1.0:
                 raise ConfigError(f"SceneConfig.{name}: a probability in [0, 1], got {getattr(self, name)!r}")
         for name in ("scale", "truncation_amount"):
@@ -213,6 +229,9 @@ class SceneConfig:
         if self.faces and self.clothing != "outfits":
             raise ConfigError("SceneConfig.faces: needs clothing='outfits' (the plain clothes keep today's painted "
                               "head)")
+        if not self.action_clips or not all(isinstance(c, str) for c in self.action_clips):
+            raise ConfigError(f"SceneConfig.action_clips: a non-empty tuple of DeepMimic clip names, got "
+                              f"{self.action_clips!r}")
         if self.visibility not in ("depth", "coco"):
             raise ConfigError(f"SceneConfig.visibility: 'depth' or 'coco', got {self.visibility!r}")
 
@@ -547,6 +566,17 @@ def annotate(camera: Camera, depth: np.ndarray, instances: np.ndarray, joints: n
     return kp, vis, kc, boxes, areas
 
 
+def unlabel_hidden(visibility: np.ndarray, min_visible: float) -> np.ndarray:
+    """COCO visibility ``(N, K)`` (0 outside, 1 hidden, 2 visible) as an annotator labels it: on a person with
+    fewer than ``min_visible`` of its in-image joints visible, the hidden joints become 0 (not labelled). People
+    with no joint in the image and ``min_visible <= 0`` are returned unchanged."""
+    vis = np.asarray(visibility)
+    inside = (vis > 0).sum(-1)
+    share = np.divide((vis == 2).sum(-1), inside, out=np.ones(inside.shape), where=inside > 0)
+    few = share < float(min_visible)
+    return np.where(few[:, None] & (vis == 1), 0, vis).astype(vis.dtype)
+
+
 def _mask_box(mask: np.ndarray) -> tuple[np.ndarray, int]:
     """xywh box tight around the pixels of a boolean mask (pixel ``j`` covers ``[j - 0.5, j + 0.5]``) and
     their count; zeros for an empty mask."""
@@ -577,6 +607,8 @@ def generate_frame(cfg: SceneConfig, seed: int, index: int, cameras: list[Camera
     bodies = _place_people(rng, cfg)
     if cfg.walking > 0 and not cfg.motion:
         bodies = _walkers(_stream(seed, index, _WALK), cfg, bodies)
+    if cfg.actions > 0 and not cfg.motion:
+        bodies = _actors(_stream(seed, index, _ACTION), cfg, bodies)
     shot = None
     if cameras is None and cfg.views == 1 and cfg.composed:
         shot_rng = _stream(seed, index, _SHOT)
@@ -641,6 +673,8 @@ def generate_frame(cfg: SceneConfig, seed: int, index: int, cameras: list[Camera
             rgb = _finish(rgb, out.depth, tint, photo, fx, cfg.effects)
         kp, vis, kc, boxes, areas = annotate(cam, out.depth, out.instances, joints, radius, out.parts,
                                              cfg.visibility)
+        if cfg.infer_min_visible > 0:
+            vis = unlabel_hidden(vis, cfg.infer_min_visible)
         view = View(cam, rgb, out.depth, out.parts, out.instances, kp, vis, kc, boxes, areas)
         if amodal:
             view.amodal_boxes = np.stack([_silhouette_box(person, cam) for person in prims[:len(bodies)]])
@@ -651,7 +685,7 @@ def generate_frame(cfg: SceneConfig, seed: int, index: int, cameras: list[Camera
 # --------------------------------------------------------------------------------------------- composition
 # the generators of the opt-in features: default_rng([seed, index, _AUX, stream]), one stream per feature
 _AUX = 97
-_SHOT, _LAYOUT, _WALK, _CLOTHING, _LIGHT, _STUDIO, _PHOTO, _EFFECTS, _PHOTO_IMAGE = range(9)
+_SHOT, _LAYOUT, _WALK, _CLOTHING, _LIGHT, _STUDIO, _PHOTO, _EFFECTS, _PHOTO_IMAGE, _ACTION = range(10)
 _SHOT_HFOV = {"full": (40.0, 70.0), "upper": (30.0, 55.0), "head": (20.0, 40.0)}  # degrees
 _SHOT_ELEVATION = {"full": (-5.0, 30.0), "upper": (-5.0, 20.0), "head": (-8.0, 12.0)}
 _J = {n: i for i, n in enumerate(JOINTS)}
@@ -695,6 +729,30 @@ def _walkers(rng: np.random.Generator, cfg: SceneConfig, bodies: list[PosedBody]
                              root_position=np.array([root[0], root[1], 0.0]), ground="touch")
         out.append(body)
     return out
+
+
+def _actors(rng: np.random.Generator, cfg: SceneConfig, bodies: list[PosedBody]) -> list[PosedBody]:
+    """Re-pose each person with probability ``cfg.actions`` in a frame of a motion-capture clip (same shape and
+    place; a random heading)."""
+    clips = _action_clips(tuple(cfg.action_clips))
+    out = []
+    for body in bodies:
+        if rng.uniform() < cfg.actions:
+            clip = clips[int(rng.integers(len(clips)))]
+            rot, root = retarget(clip, int(rng.integers(len(clip))), body.shape, yaw_deg=rng.uniform(0, 360))
+            pelvis = body.joints[_J["pelvis"]]
+            body = pose_body(body.shape, global_rotations=rot, root_position=np.array([pelvis[0], pelvis[1], root[2]]),
+                             ground="lift")
+        out.append(body)
+    return out
+
+
+@functools.cache
+def _action_clips(names: tuple[str, ...]) -> list[Motion]:
+    """The DeepMimic clips ``names``, loaded once per process."""
+    from humanvision.data.synthetic.motion import load_deepmimic
+
+    return [load_deepmimic(name) for name in names]
 
 
 def _moved(body: PosedBody, delta: np.ndarray) -> PosedBody:

@@ -568,8 +568,8 @@ def annotate(camera: Camera, depth: np.ndarray, instances: np.ndarray, joints: n
 
 def unlabel_hidden(visibility: np.ndarray, min_visible: float) -> np.ndarray:
     """COCO visibility ``(N, K)`` (0 outside, 1 hidden, 2 visible) as an annotator labels it: on a person with
-    fewer than ``min_visible`` of its in-image joints visible, the hidden joints become 0 (not labelled). People
-    with no joint in the image and ``min_visible <= 0`` are returned unchanged."""
+    fewer than ``min_visible`` of its in-image joints visible, the hidden joints become 0 (not labelled). A person
+    with no joint in the image stays as it is; ``min_visible <= 0`` changes nothing."""
     vis = np.asarray(visibility)
     inside = (vis > 0).sum(-1)
     share = np.divide((vis == 2).sum(-1), inside, out=np.ones(inside.shape), where=inside > 0)

@@ -114,10 +114,7 @@ def _first_images(doc: dict, n: int) -> dict:
 
 def count_people(root: Path) -> int:
     """Training people as the top-down reader counts them (instance mode: labelled, not crowd)."""
-    from humanvision.data.readers import CocoKeypoints
-
-    return len(CocoKeypoints(root / "annotations" / "person_keypoints_train.json", root / "train",
-                             skeleton="coco17", mode="instance"))
+    return sum(people_per_image(root / "annotations" / "person_keypoints_train.json", root / "train").values())
 
 
 def variant_set(arm: str, args: argparse.Namespace) -> Path:
@@ -159,17 +156,15 @@ def first_people(full: Path, images: Path, target: int, name: str) -> dict:
     """The COCO document ``full`` cut to its first images that hold ``target`` training people."""
     per_image = people_per_image(full, images)
     doc = json.loads(full.read_text())
-    keep, n = set(), 0
+    images, n = 0, 0
     for im in doc["images"]:
         if n >= target:
             break
-        keep.add(im["id"])
+        images += 1
         n += per_image.get(im["id"], 0)
     if n < target:
         raise SystemExit(f"{name}: {n} people in {len(doc['images'])} images, fewer than {target}; render more")
-    doc["images"] = [im for im in doc["images"] if im["id"] in keep]
-    doc["annotations"] = [a for a in doc["annotations"] if a["image_id"] in keep]
-    return doc
+    return _first_images(doc, images)
 
 
 def run_dir(arm: str, args: argparse.Namespace) -> Path:

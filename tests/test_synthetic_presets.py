@@ -273,6 +273,8 @@ def test_action_poses_are_frames_of_the_motion_clip():
         SceneConfig(actions=1.5)
     with pytest.raises(ConfigError, match="SceneConfig.action_clips"):
         SceneConfig(action_clips=())
+    with pytest.raises(ConfigError, match="SceneConfig.action_clips"):
+        SceneConfig(action_clips="kick")  # a name, not a tuple of names
     with pytest.raises(DataError, match="unknown DeepMimic clip 'kik'.*'kick'"):
         generate_frame(replace(cfg, actions=1.0, action_clips=("kik",)), 4, 0)
 

@@ -229,7 +229,8 @@ class SceneConfig:
         if self.faces and self.clothing != "outfits":
             raise ConfigError("SceneConfig.faces: needs clothing='outfits' (the plain clothes keep today's painted "
                               "head)")
-        if not self.action_clips or not all(isinstance(c, str) for c in self.action_clips):
+        if (isinstance(self.action_clips, str) or not self.action_clips
+                or not all(isinstance(c, str) for c in self.action_clips)):
             raise ConfigError(f"SceneConfig.action_clips: a non-empty tuple of DeepMimic clip names, got "
                               f"{self.action_clips!r}")
         if self.visibility not in ("depth", "coco"):
